@@ -1,0 +1,85 @@
+"""The backend interface: one array module and the ops that need kernels of ours.
+
+Layers, losses, optimizers, the trainer and Grad-CAM talk only to a ``Backend``:
+``backend.xp`` for plain array math (``numpy`` or ``cupy``), and the methods
+below for the work that runs in our own kernels. A backend implements the
+methods with the exact shapes documented here; geometry objects
+(``ConvGeometry``, ``PoolGeometry``) have been checked by the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import ConvGeometry, PoolGeometry
+
+
+class Backend:
+    """Base class of the ``cpu``, ``cuda`` and ``cuda-emu`` backends.
+
+    Subclasses set ``name`` and ``xp`` and implement the seven ops. Arrays given
+    to the ops are C-contiguous, of one floating dtype (float32, or float64 on
+    the backends that support it), and live where ``xp`` puts them.
+    """
+
+    name: str = "abstract"
+    xp = np
+
+    # --- moving data -----------------------------------------------------
+
+    def asarray(self, a, dtype=None):
+        """Return ``a`` as a C-contiguous array of this backend (a copy only when needed)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a) -> np.ndarray:
+        """Return ``a`` as a NumPy array on the host."""
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait until all queued device work has finished (a no-op on the CPU)."""
+
+    def __repr__(self) -> str:
+        return f"<gpucnn backend {self.name!r}>"
+
+    # --- convolution ------------------------------------------------------
+
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry):
+        """y[n,k,p,q] = b[k] + sum_{c,r,s} x[n,c,p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s].
+
+        x (N, C, H, W), w (K, C, R, S), b (K,) or None -> y (N, K, P, Q);
+        positions outside x read as zero (padding).
+        """
+        raise NotImplementedError(f"{self.name} backend does not implement conv2d_forward")
+
+    def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
+        """dx = d(sum y*dy)/dx: dy (N, K, P, Q), w (K, C, R, S) -> dx (N, C, H, W)."""
+        raise NotImplementedError(f"{self.name} backend does not implement conv2d_backward_data")
+
+    def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
+        """dw = d(sum y*dy)/dw: dy (N, K, P, Q), x (N, C, H, W) -> dw (K, C, R, S).
+
+        The bias gradient is ``dy.sum(axis=(0, 2, 3))`` and needs no kernel.
+        """
+        raise NotImplementedError(f"{self.name} backend does not implement conv2d_backward_filter")
+
+    # --- pooling ----------------------------------------------------------
+
+    def max_pool2d_forward(self, x, geom: PoolGeometry):
+        """x (N, C, H, W) -> (y (N, C, P, Q), argmax (N, C, P, Q) int32).
+
+        ``argmax`` holds the flat index ``h*W + w`` inside the input plane of the
+        first maximum of each window (padding never wins), as PyTorch does.
+        """
+        raise NotImplementedError(f"{self.name} backend does not implement max_pool2d_forward")
+
+    def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
+        """dy (N, C, P, Q), argmax from the forward -> dx (N, C, H, W)."""
+        raise NotImplementedError(f"{self.name} backend does not implement max_pool2d_backward")
+
+    def avg_pool2d_forward(self, x, geom: PoolGeometry):
+        """x (N, C, H, W) -> y (N, C, P, Q); padding counts in the divisor R*S (PyTorch's default)."""
+        raise NotImplementedError(f"{self.name} backend does not implement avg_pool2d_forward")
+
+    def avg_pool2d_backward(self, dy, geom: PoolGeometry):
+        """dy (N, C, P, Q) -> dx (N, C, H, W): each window spreads dy/(R*S) over its cells."""
+        raise NotImplementedError(f"{self.name} backend does not implement avg_pool2d_backward")

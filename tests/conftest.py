@@ -1,0 +1,39 @@
+"""Shared fixtures: the ``backend`` fixture runs a test on every backend this machine has.
+
+``cpu`` always runs; ``cuda-emu`` runs wherever a C++ compiler is present (so
+CI executes every kernel source); ``cuda`` runs only where CuPy sees a GPU and
+is skipped, never removed, elsewhere.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+
+import gpucnn as gc
+from gpucnn.backend import cuda_is_available
+
+ALL_BACKENDS = ("cpu", "cuda-emu", "cuda")
+
+
+def backend_unavailable_reason(name):
+    """None when the backend can run here, else why not (the skip message)."""
+    if name == "cuda" and not cuda_is_available():
+        return "no CUDA GPU on this machine"
+    if name == "cuda-emu" and shutil.which("g++") is None:
+        return "no g++ to build the CUDA emulator"
+    return None
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    """A backend object; the test runs once per backend in ALL_BACKENDS."""
+    reason = backend_unavailable_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return gc.get_backend(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
