@@ -1,5 +1,25 @@
-"""gpucnn: a CNN engine with hand-written gradients, our own CUDA kernels and Numba CPU kernels."""
+"""gpucnn: a CNN engine with hand-written gradients, our own CUDA kernels and Numba CPU kernels.
 
-from .backend import get_backend, Backend, ConvGeometry, PoolGeometry
+    import gpucnn as gc
+    model = gc.Sequential([gc.Conv2D(1, 32, 3, padding=1), gc.ReLU(), gc.MaxPool2D(2), ...])
+"""
+
+from .backend import Backend, ConvGeometry, PoolGeometry, get_backend
+from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
+                     Layer, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Tanh)
+from .losses import BinaryCrossEntropyWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
+from .model import Sequential, load_model
+from .optim import SGD, Adam, AdamW, CosineLR, Optimizer, Parameter, StepLR
+from .random import seed
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Backend", "ConvGeometry", "PoolGeometry", "get_backend",
+    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
+    "Layer", "LeakyReLU", "MaxPool2D", "ReLU", "Sigmoid", "Tanh",
+    "BinaryCrossEntropyWithLogits", "Loss", "MSELoss", "SoftmaxCrossEntropy",
+    "Sequential", "load_model",
+    "SGD", "Adam", "AdamW", "CosineLR", "Optimizer", "Parameter", "StepLR",
+    "seed",
+]

@@ -1,0 +1,504 @@
+"""Layers with hand-written gradients.
+
+Every layer follows one contract (DESIGN.md, "Layers and the manual-gradient
+contract"):
+
+- ``forward(x, training=True)`` returns y and keeps what ``backward`` needs;
+- ``backward(dy)`` returns dx and *accumulates* parameter gradients into
+  ``layer.grads`` (same keys as ``layer.params``);
+- ``to(backend)`` moves parameters, gradients and buffers and returns the layer.
+
+The array math goes through ``self.backend.xp`` (NumPy or CuPy) and the
+backend's kernels, so the same code serves every backend. Each backward is
+written next to its forward and reads like the derivative it computes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_backend
+from .backend.geometry import ConvGeometry, PoolGeometry, check_nchw, pair
+from .random import as_generator
+
+LAYER_TYPES: dict[str, type] = {}
+
+
+def register(cls):
+    """Record a layer class by name, so a saved architecture can be rebuilt."""
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
+
+
+class Layer:
+    """Base class: parameter dictionaries, backend moves, and the shape checks shared by all."""
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.buffers: dict = {}  # saved state that is not trained (BatchNorm running statistics)
+        self.backend = get_backend("cpu")
+        self.name = None  # set by Sequential to say where the layer sits
+        self._cache = None
+
+    # --- identity and configuration --------------------------------------
+
+    def get_config(self) -> dict:
+        """The constructor arguments that rebuild this layer (JSON-serialisable)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def where(self) -> str:
+        """How error messages name this layer."""
+        return self.name or repr(self)
+
+    # --- moving between backends and dtypes -------------------------------
+
+    def to(self, backend=None, dtype=None):
+        """Move parameters, gradients and buffers to ``backend`` (and cast to ``dtype``); returns self."""
+        old = self.backend
+        if backend is not None:
+            self.backend = get_backend(backend)
+        for store in (self.params, self.grads, self.buffers):
+            for key, value in store.items():
+                host = old.to_numpy(value)
+                if dtype is not None:
+                    host = host.astype(dtype)
+                store[key] = self.backend.asarray(host)
+        self._cache = None
+        return self
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to zero (in place)."""
+        for g in self.grads.values():
+            g[...] = 0
+
+    def _new_params(self, **arrays) -> None:
+        """Install freshly initialised host arrays as parameters, with zero gradients."""
+        xp = self.backend.xp
+        for key, value in arrays.items():
+            self.params[key] = self.backend.asarray(value.astype(np.float32))
+            self.grads[key] = xp.zeros_like(self.params[key])
+
+    # --- the contract ------------------------------------------------------
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """Shape of the output for an input of ``input_shape`` (batch axis included)."""
+        return tuple(input_shape)
+
+    def forward(self, x, training: bool = True):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def _saved(self):
+        """What forward kept for backward; an error if forward has not run."""
+        if self._cache is None:
+            raise ValueError(f"{self.where}: backward called before forward")
+        return self._cache
+
+    def _check_dy(self, dy, expected_shape) -> None:
+        if tuple(dy.shape) != tuple(expected_shape):
+            raise ValueError(
+                f"{self.where}: gradient of shape {tuple(dy.shape)} does not match the "
+                f"output shape {tuple(expected_shape)} of the last forward"
+            )
+
+
+def _fan_in_uniform(rng, shape, fan_in: int, gain: float) -> np.ndarray:
+    """Uniform(-b, b) with b = gain * sqrt(3 / fan_in): variance gain^2 / fan_in."""
+    bound = gain * math.sqrt(3.0 / fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+class _Parametric(Layer):
+    """A layer with a weight W and an optional bias b, initialised as PyTorch does.
+
+    W is He (Kaiming) uniform for ReLU networks, U(-sqrt(6/fan_in), sqrt(6/fan_in))
+    (``torch.nn.init.kaiming_uniform_(W, nonlinearity="relu")``); b is
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default bias.
+    """
+
+    def reset_parameters(self, rng=None) -> None:
+        """Draw fresh weights from ``rng`` (a seed, a Generator, or None for the global stream)."""
+        rng = as_generator(rng)
+        fan_in = int(np.prod(self.weight_shape[1:]))
+        arrays = {"W": _fan_in_uniform(rng, self.weight_shape, fan_in, math.sqrt(2.0))}
+        if self.use_bias:
+            arrays["b"] = _fan_in_uniform(rng, (self.weight_shape[0],), fan_in, 1.0 / math.sqrt(3.0))
+        dtype = self.params["W"].dtype if "W" in self.params else np.float32
+        self._new_params(**arrays)
+        if dtype != np.float32:
+            self.to(dtype=dtype)
+
+
+@register
+class Conv2D(_Parametric):
+    """2-D convolution (cross-correlation), NCHW.
+
+    x (N, C, H, W) -> y (N, K, P, Q) with W (K, C, R, S) and b (K,);
+    ``P = (H + 2*pad - dilation*(R-1) - 1) // stride + 1``.
+    ``kernel_size``, ``stride``, ``padding`` and ``dilation`` take an int or a pair.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, bias=True, rng=None):
+        super().__init__()
+        where = f"Conv2D({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size", where)
+        self.stride = pair(stride, "stride", where)
+        self.padding = pair(padding, "padding", where)
+        self.dilation = pair(dilation, "dilation", where)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError(f"{where}: kernel_size, stride and dilation must be positive")
+        if min(self.padding) < 0:
+            raise ValueError(f"{where}: padding {self.padding} must not be negative")
+        self.use_bias = bool(bias)
+        self.weight_shape = (out_channels, in_channels) + self.kernel_size
+        self.reset_parameters(rng)
+
+    def get_config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    dilation=self.dilation, bias=self.use_bias)
+
+    def geometry(self, input_shape) -> ConvGeometry:
+        """The checked geometry of this layer for an input of ``input_shape``."""
+        check_nchw(input_shape, self.where, channels=self.in_channels)
+        return ConvGeometry.from_shapes(input_shape, self.weight_shape, self.stride,
+                                        self.padding, self.dilation, where=self.where)
+
+    def output_shape(self, input_shape):
+        return self.geometry(input_shape).y_shape
+
+    def forward(self, x, training=True):
+        geom = self.geometry(x.shape)
+        self._cache = (x, geom)
+        return self.backend.conv2d_forward(x, self.params["W"], self.params.get("b"), geom)
+
+    def backward(self, dy):
+        x, geom = self._saved()
+        self._check_dy(dy, geom.y_shape)
+        self.grads["W"] += self.backend.conv2d_backward_filter(dy, x, geom)
+        if self.use_bias:
+            self.grads["b"] += dy.sum(axis=(0, 2, 3))
+        return self.backend.conv2d_backward_data(dy, self.params["W"], geom)
+
+
+@register
+class Dense(_Parametric):
+    """Fully connected layer: x (N, in_features) -> y = x @ W.T + b, W (out, in), b (out,)."""
+
+    def __init__(self, in_features, out_features, bias=True, rng=None):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Dense({in_features}, {out_features}): {name} must be a "
+                                 f"positive int, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.use_bias = bool(bias)
+        self.weight_shape = (out_features, in_features)
+        self.reset_parameters(rng)
+
+    def get_config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias)
+
+    def output_shape(self, input_shape):
+        self._check_input(input_shape)
+        return (input_shape[0], self.out_features)
+
+    def _check_input(self, shape):
+        if len(shape) != 2 or shape[1] != self.in_features:
+            hint = " (add a Flatten or GlobalAvgPool2D before it)" if len(shape) > 2 else ""
+            raise ValueError(f"{self.where}: expected input of shape (N, {self.in_features}), "
+                             f"got {tuple(shape)}{hint}")
+
+    def forward(self, x, training=True):
+        self._check_input(x.shape)
+        self._cache = x
+        y = x @ self.params["W"].T
+        if self.use_bias:
+            y += self.params["b"]
+        return y
+
+    def backward(self, dy):
+        x = self._saved()
+        self._check_dy(dy, (x.shape[0], self.out_features))
+        self.grads["W"] += dy.T @ x
+        if self.use_bias:
+            self.grads["b"] += dy.sum(axis=0)
+        return dy @ self.params["W"]
+
+
+class _Pool2D(Layer):
+    """Shared arguments and checks of the max and average pooling layers."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        where = f"{type(self).__name__}(kernel_size={kernel_size!r})"
+        self.kernel_size = pair(kernel_size, "kernel_size", where)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", where)
+        self.padding = pair(padding, "padding", where)
+        # A configuration error is reported now, not at the first batch.
+        PoolGeometry.from_shape((1, 1) + tuple(k + 2 * p for k, p in zip(self.kernel_size, self.padding)),
+                                self.kernel_size, self.stride, self.padding, where=where)
+
+    def get_config(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+
+    def geometry(self, input_shape) -> PoolGeometry:
+        return PoolGeometry.from_shape(input_shape, self.kernel_size, self.stride, self.padding,
+                                       where=self.where)
+
+    def output_shape(self, input_shape):
+        return self.geometry(input_shape).y_shape
+
+
+@register
+class MaxPool2D(_Pool2D):
+    """Max pooling: x (N, C, H, W) -> y (N, C, P, Q); a window's gradient goes to its first maximum."""
+
+    def forward(self, x, training=True):
+        geom = self.geometry(x.shape)
+        y, argmax = self.backend.max_pool2d_forward(x, geom)
+        self._cache = (argmax, geom)
+        return y
+
+    def backward(self, dy):
+        argmax, geom = self._saved()
+        self._check_dy(dy, geom.y_shape)
+        return self.backend.max_pool2d_backward(dy, argmax, geom)
+
+
+@register
+class AvgPool2D(_Pool2D):
+    """Average pooling: x (N, C, H, W) -> y (N, C, P, Q); padding counts in the divisor R*S."""
+
+    def forward(self, x, training=True):
+        geom = self.geometry(x.shape)
+        self._cache = geom
+        return self.backend.avg_pool2d_forward(x, geom)
+
+    def backward(self, dy):
+        geom = self._saved()
+        self._check_dy(dy, geom.y_shape)
+        return self.backend.avg_pool2d_backward(dy, geom)
+
+
+@register
+class GlobalAvgPool2D(Layer):
+    """Mean over space: x (N, C, H, W) -> y (N, C)."""
+
+    def output_shape(self, input_shape):
+        check_nchw(input_shape, self.where)
+        return tuple(input_shape[:2])
+
+    def forward(self, x, training=True):
+        check_nchw(x.shape, self.where)
+        self._cache = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dy):
+        N, C, H, W = self._saved()
+        self._check_dy(dy, (N, C))
+        # Each of the H*W inputs contributed 1/(H*W) of the mean.
+        dx = self.backend.xp.empty((N, C, H, W), dtype=dy.dtype)
+        dx[...] = (dy / (H * W))[:, :, None, None]
+        return dx
+
+
+@register
+class Flatten(Layer):
+    """x (N, d1, d2, ...) -> y (N, d1*d2*...)."""
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], int(np.prod(input_shape[1:])))
+
+    def forward(self, x, training=True):
+        if x.ndim < 2:
+            raise ValueError(f"{self.where}: expected an input with a batch axis, got shape {x.shape}")
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        shape = self._saved()
+        self._check_dy(dy, self.output_shape(shape))
+        return dy.reshape(shape)
+
+
+@register
+class ReLU(Layer):
+    """max(x, 0). In ``guided`` mode (guided backpropagation) backward also drops negative dy."""
+
+    def __init__(self):
+        super().__init__()
+        self.guided = False
+
+    def forward(self, x, training=True):
+        self._cache = x > 0
+        return x * self._cache
+
+    def backward(self, dy):
+        positive = self._saved()
+        self._check_dy(dy, positive.shape)
+        if self.guided:
+            return dy * (positive & (dy > 0))
+        return dy * positive
+
+
+@register
+class LeakyReLU(Layer):
+    """x if x > 0 else negative_slope * x."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def get_config(self):
+        return dict(negative_slope=self.negative_slope)
+
+    def forward(self, x, training=True):
+        slope = self.backend.xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
+        self._cache = slope
+        return x * slope
+
+    def backward(self, dy):
+        slope = self._saved()
+        self._check_dy(dy, slope.shape)
+        return dy * slope
+
+
+@register
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)); d/dx = y (1 - y)."""
+
+    def forward(self, x, training=True):
+        xp = self.backend.xp
+        # Split by sign so exp never overflows.
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._saved()
+        self._check_dy(dy, y.shape)
+        return dy * y * (1 - y)
+
+
+@register
+class Tanh(Layer):
+    """tanh(x); d/dx = 1 - y^2."""
+
+    def forward(self, x, training=True):
+        y = self.backend.xp.tanh(x)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._saved()
+        self._check_dy(dy, y.shape)
+        return dy * (1 - y * y)
+
+
+@register
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each element with probability p and scale the rest by 1/(1-p).
+
+    The mask is drawn on the host from the layer's own Generator, so the same
+    seed gives the same masks on every backend.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"Dropout(p={p!r}): p must be in [0, 1)")
+        self.p = float(p)
+        self.rng = as_generator(rng)
+
+    def get_config(self):
+        return dict(p=self.p)
+
+    def forward(self, x, training=True):
+        if not training or self.p == 0.0:
+            self._cache = (None, x.shape)  # the identity
+            return x
+        keep = self.rng.random(x.shape) >= self.p
+        scale = self.backend.asarray((keep / (1.0 - self.p)).astype(x.dtype))
+        self._cache = (scale, x.shape)
+        return x * scale
+
+    def backward(self, dy):
+        scale, shape = self._saved()
+        self._check_dy(dy, shape)
+        return dy if scale is None else dy * scale
+
+
+@register
+class BatchNorm2D(Layer):
+    """Batch normalisation over (N, H, W) per channel: y = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+    Training uses the batch statistics and updates the running ones
+    (``running = (1 - momentum) * running + momentum * batch``, unbiased variance,
+    as PyTorch); ``training=False`` uses the running statistics.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"BatchNorm2D({num_features!r}): num_features must be a positive int")
+        self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
+        self._new_params(gamma=np.ones(num_features), beta=np.zeros(num_features))
+        self.buffers = {"running_mean": self.backend.asarray(np.zeros(num_features, np.float32)),
+                        "running_var": self.backend.asarray(np.ones(num_features, np.float32))}
+
+    def get_config(self):
+        return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
+
+    def output_shape(self, input_shape):
+        check_nchw(input_shape, self.where, channels=self.num_features)
+        return tuple(input_shape)
+
+    def forward(self, x, training=True):
+        check_nchw(x.shape, self.where, channels=self.num_features)
+        xp = self.backend.xp
+        if training:
+            m = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = x.mean(axis=(0, 2, 3))
+            var = x.var(axis=(0, 2, 3))
+            mom = self.momentum
+            self.buffers["running_mean"] *= 1 - mom
+            self.buffers["running_mean"] += mom * mean
+            self.buffers["running_var"] *= 1 - mom
+            self.buffers["running_var"] += mom * var * (m / max(m - 1, 1))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
+        x_hat = (x - mean[None, :, None, None].astype(x.dtype)) * inv_std[None, :, None, None]
+        self._cache = (x_hat, inv_std, training)
+        return x_hat * self.params["gamma"][None, :, None, None] + self.params["beta"][None, :, None, None]
+
+    def backward(self, dy):
+        x_hat, inv_std, training = self._saved()
+        self._check_dy(dy, x_hat.shape)
+        self.grads["gamma"] += (dy * x_hat).sum(axis=(0, 2, 3))
+        self.grads["beta"] += dy.sum(axis=(0, 2, 3))
+        scale = (self.params["gamma"] * inv_std)[None, :, None, None]
+        if not training:  # the statistics are constants
+            return dy * scale
+        # The batch mean and variance depend on x too:
+        # dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
+        mean_dy = dy.mean(axis=(0, 2, 3), keepdims=True)
+        mean_dy_xhat = (dy * x_hat).mean(axis=(0, 2, 3), keepdims=True)
+        return scale * (dy - mean_dy - x_hat * mean_dy_xhat)

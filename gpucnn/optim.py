@@ -1,0 +1,196 @@
+"""Optimizers (SGD, Adam, AdamW) and learning-rate schedules.
+
+An optimizer takes ``model.parameters()`` first, like PyTorch: a list of
+``Parameter`` handles, each naming one entry of a layer's ``params``/``grads``.
+``step()`` updates the values in place from the gradients; the model's
+``zero_grad()`` clears the gradients between steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Parameter:
+    """A handle on ``layer.params[key]`` and ``layer.grads[key]``."""
+
+    def __init__(self, layer, key: str):
+        self.layer, self.key = layer, key
+
+    @property
+    def value(self):
+        return self.layer.params[self.key]
+
+    @property
+    def grad(self):
+        return self.layer.grads[self.key]
+
+    @property
+    def xp(self):
+        return self.layer.backend.xp
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.layer.where}.{self.key}, shape={tuple(self.value.shape)})"
+
+
+class Optimizer:
+    """Base class: the parameter list, the learning rate, per-parameter state, and its (de)serialisation."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if not all(isinstance(p, Parameter) for p in self.params):
+            raise TypeError(f"{type(self).__name__}: expected model.parameters(), "
+                            f"got {type(self.params[0]).__name__} items")
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}")
+        self.lr = self.base_lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.steps = 0
+        self.state: list[dict] = [{} for _ in self.params]
+
+    def _buffer(self, i: int, name: str):
+        """The state array ``name`` of parameter i, created as zeros on the parameter's backend."""
+        state = self.state[i]
+        if name not in state:
+            state[name] = self.params[i].xp.zeros_like(self.params[i].value)
+        return state[name]
+
+    def step(self) -> None:
+        """Apply one update to every parameter from its gradient."""
+        self.steps += 1
+        for i, p in enumerate(self.params):
+            self._update(i, p)
+
+    def _update(self, i: int, p: Parameter) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Learning rate, step count and every state array, as host NumPy arrays (flat keys)."""
+        out = {"lr": np.float64(self.lr), "base_lr": np.float64(self.base_lr),
+               "steps": np.int64(self.steps)}
+        for i, state in enumerate(self.state):
+            for name, arr in state.items():
+                out[f"state.{i}.{name}"] = self.params[i].layer.backend.to_numpy(arr)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned (arrays move to each parameter's backend)."""
+        self.lr, self.base_lr = float(state["lr"]), float(state["base_lr"])
+        self.steps = int(state["steps"])
+        self.state = [{} for _ in self.params]
+        for key, arr in state.items():
+            if not key.startswith("state."):
+                continue
+            _, index, name = key.split(".", 2)
+            i = int(index)
+            if i >= len(self.params) or arr.shape != self.params[i].value.shape:
+                raise ValueError(f"{type(self).__name__}: optimizer state {key!r} of shape "
+                                 f"{arr.shape} does not match the model's parameters")
+            p = self.params[i]
+            self.state[i][name] = p.layer.backend.asarray(arr.astype(p.value.dtype))
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    g = grad + wd * w;  v = momentum * v + g;
+    w -= lr * (g + momentum * v) with Nesterov, else w -= lr * v (PyTorch's formulation).
+    """
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, lr, weight_decay)
+        if momentum < 0:
+            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _update(self, i, p):
+        g = p.grad + self.weight_decay * p.value if self.weight_decay else p.grad
+        if self.momentum:
+            v = self._buffer(i, "velocity")
+            v *= self.momentum
+            v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p.value[...] -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` adds wd * w to the gradient (L2)."""
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr, weight_decay)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
+        self.betas, self.eps = (float(b1), float(b2)), float(eps)
+
+    def _update(self, i, p):
+        b1, b2 = self.betas
+        g = p.grad
+        if self.weight_decay and not self.decoupled:
+            g = g + self.weight_decay * p.value
+        m, v = self._buffer(i, "m"), self._buffer(i, "v")
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        step_size = self.lr * math.sqrt(1 - b2 ** self.steps) / (1 - b1 ** self.steps)
+        if self.weight_decay and self.decoupled:
+            p.value[...] *= 1 - self.lr * self.weight_decay
+        # eps is added to sqrt(v_hat), written here on the uncorrected v
+        p.value[...] -= step_size * m / (p.xp.sqrt(v) + self.eps * math.sqrt(1 - b2 ** self.steps))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): w *= 1 - lr * wd before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+# --- learning-rate schedules ----------------------------------------------------
+# A schedule is a small callable: schedule(epoch, base_lr) -> lr for that epoch
+# (epochs counted from 0). The LearningRateScheduler callback applies one to an
+# optimizer at the start of every epoch; anything else may call it too.
+
+
+class StepLR:
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1):
+        if step_size < 1:
+            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+    def __repr__(self):
+        return f"StepLR(step_size={self.step_size}, gamma={self.gamma})"
+
+
+class CosineLR:
+    """Cosine annealing from base_lr to min_lr over ``total_epochs``, then min_lr."""
+
+    def __init__(self, total_epochs: int, min_lr: float = 0.0):
+        if total_epochs < 1:
+            raise ValueError(f"CosineLR: total_epochs must be >= 1, got {total_epochs}")
+        self.total_epochs, self.min_lr = int(total_epochs), float(min_lr)
+
+    def __call__(self, epoch: int, base_lr: float) -> float:
+        t = min(epoch, self.total_epochs) / self.total_epochs
+        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+    def __repr__(self):
+        return f"CosineLR(total_epochs={self.total_epochs}, min_lr={self.min_lr})"
