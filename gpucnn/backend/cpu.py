@@ -1,0 +1,173 @@
+"""The ``cpu`` backend: NumPy arrays, Numba kernels, and NumPy's BLAS for the convolution GEMMs.
+
+Convolution is im2col + one GEMM per batch chunk:
+
+- forward:          ycol (K, nb*PQ) = W (K, CRS) @ col (CRS, nb*PQ), then moved to NCHW with the bias;
+- backward-data:    dcol (CRS, nb*PQ) = W^T @ dy (K, nb*PQ), then col2im adds it back into dx;
+- backward-filter:  dw (K, CRS) += dy (K, nb*PQ) @ col^T.
+
+The GEMM runs in NumPy, outside any Numba parallel region, so the BLAS threads
+and the Numba threads take turns on the cores instead of fighting over them.
+A chunk holds as many images as keep its column matrix under ``COL_BYTES``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu_kernels as kern
+from .base import Backend
+from .geometry import ConvGeometry, PoolGeometry
+
+# Upper bound on one column matrix (and on the K-major GEMM operand beside it).
+COL_BYTES = 64 * 2**20
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check(op: str, arrays: dict, dtype=None) -> np.dtype:
+    """Check ``{name: (array, expected_shape)}``; return the common float dtype.
+
+    Every array must be a NumPy float32/float64 array of the expected shape,
+    all of one dtype (or of ``dtype`` when given). Raises TypeError/ValueError
+    naming ``op``, the array and the shapes.
+    """
+    for name, (a, shape) in arrays.items():
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{op}: {name} must be a NumPy array on the cpu backend, got {type(a).__name__}")
+        if a.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+        if dtype is None:
+            dtype = a.dtype
+        elif a.dtype != dtype:
+            raise TypeError(f"{op}: {name} has dtype {a.dtype} but expected {dtype} like the other operands")
+        if a.shape != tuple(shape):
+            raise ValueError(f"{op}: {name} has shape {a.shape}, expected {tuple(shape)} from the geometry")
+    return dtype
+
+
+def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
+    """Images per chunk so that the column matrix (C*R*S, nb*P*Q) stays under COL_BYTES."""
+    per_image = geom.C * geom.R * geom.S * geom.P * geom.Q * itemsize
+    return max(1, min(geom.N, COL_BYTES // per_image))
+
+
+def _conv_args(geom: ConvGeometry):
+    """The geometry as the positional ints the im2col/col2im kernels take."""
+    return (geom.R, geom.S, geom.P, geom.Q, geom.stride[0], geom.stride[1],
+            geom.pad[0], geom.pad[1], geom.dilation[0], geom.dilation[1])
+
+
+def _pool_args(geom: PoolGeometry):
+    """The geometry as the positional ints the pooling kernels take."""
+    return (geom.R, geom.S, geom.stride[0], geom.stride[1], geom.pad[0], geom.pad[1])
+
+
+class CPUBackend(Backend):
+    """NumPy arrays; Numba kernels for pooling and the data movement of im2col; BLAS for the GEMMs."""
+
+    name = "cpu"
+    xp = np
+    supports_float64 = True
+
+    # --- convolution ------------------------------------------------------
+
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry):
+        arrays = {"x": (x, geom.x_shape), "w": (w, geom.w_shape)}
+        if b is not None:
+            arrays["b"] = (b, (geom.K,))
+        dtype = _check("conv2d_forward", arrays)
+        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+        b = np.zeros(geom.K, dtype) if b is None else np.ascontiguousarray(b)
+        PQ, CRS = geom.P * geom.Q, geom.C * geom.R * geom.S
+        w2 = w.reshape(geom.K, CRS)
+        y = np.empty((geom.N, geom.K, PQ), dtype)
+        nb_max = _chunk_size(geom, dtype.itemsize)
+        col_buf = np.empty(CRS * nb_max * PQ, dtype)
+        ycol_buf = np.empty(geom.K * nb_max * PQ, dtype)
+        for n0 in range(0, geom.N, nb_max):
+            cols = min(nb_max, geom.N - n0) * PQ
+            col = col_buf[:CRS * cols].reshape(CRS, cols)
+            ycol = ycol_buf[:geom.K * cols].reshape(geom.K, cols)
+            kern.im2col(x, n0, col, *_conv_args(geom))
+            np.matmul(w2, col, out=ycol)
+            kern.k_major_to_nchw(ycol, n0, y, b)
+        return y.reshape(geom.y_shape)
+
+    def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
+        dtype = _check("conv2d_backward_data", {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
+        dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
+        PQ, CRS = geom.P * geom.Q, geom.C * geom.R * geom.S
+        wt = w.reshape(geom.K, CRS).T
+        dy3 = dy.reshape(geom.N, geom.K, PQ)
+        dx = np.empty(geom.x_shape, dtype)
+        nb_max = _chunk_size(geom, dtype.itemsize)
+        dcol_buf = np.empty(CRS * nb_max * PQ, dtype)
+        dyk_buf = np.empty(geom.K * nb_max * PQ, dtype)
+        for n0 in range(0, geom.N, nb_max):
+            cols = min(nb_max, geom.N - n0) * PQ
+            dyk = dyk_buf[:geom.K * cols].reshape(geom.K, cols)
+            dcol = dcol_buf[:CRS * cols].reshape(CRS, cols)
+            kern.nchw_to_k_major(dy3, n0, dyk)
+            np.matmul(wt, dyk, out=dcol)
+            kern.col2im(dcol, n0, dx, *_conv_args(geom))
+        return dx
+
+    def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
+        dtype = _check("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
+        dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
+        PQ, CRS = geom.P * geom.Q, geom.C * geom.R * geom.S
+        dy3 = dy.reshape(geom.N, geom.K, PQ)
+        dw = np.zeros((geom.K, CRS), dtype)
+        nb_max = _chunk_size(geom, dtype.itemsize)
+        col_buf = np.empty(CRS * nb_max * PQ, dtype)
+        dyk_buf = np.empty(geom.K * nb_max * PQ, dtype)
+        for n0 in range(0, geom.N, nb_max):
+            cols = min(nb_max, geom.N - n0) * PQ
+            col = col_buf[:CRS * cols].reshape(CRS, cols)
+            dyk = dyk_buf[:geom.K * cols].reshape(geom.K, cols)
+            kern.im2col(x, n0, col, *_conv_args(geom))
+            kern.nchw_to_k_major(dy3, n0, dyk)
+            dw += dyk @ col.T
+        return dw.reshape(geom.w_shape)
+
+    # --- pooling ----------------------------------------------------------
+
+    def max_pool2d_forward(self, x, geom: PoolGeometry):
+        dtype = _check("max_pool2d_forward", {"x": (x, geom.x_shape)})
+        x = np.ascontiguousarray(x)
+        y = np.empty(geom.y_shape, dtype)
+        argmax = np.empty(geom.y_shape, np.int32)
+        kern.max_pool2d_forward(x, *_pool_args(geom), y, argmax)
+        return y, argmax
+
+    def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
+        dtype = _check("max_pool2d_backward", {"dy": (dy, geom.y_shape)})
+        if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 or argmax.shape != geom.y_shape:
+            raise TypeError(
+                f"max_pool2d_backward: argmax must be an int32 array of shape {geom.y_shape} "
+                f"(from max_pool2d_forward), got {getattr(argmax, 'dtype', type(argmax).__name__)} "
+                f"{getattr(argmax, 'shape', '')}"
+            )
+        HW = geom.H * geom.W
+        if argmax.size and (argmax.min() < 0 or argmax.max() >= HW):
+            # The kernel scatters to argmax unchecked; an index from elsewhere must not write out of bounds.
+            raise ValueError(f"max_pool2d_backward: argmax holds indices outside [0, {HW}) of the "
+                             f"{geom.H}x{geom.W} input plane")
+        N, C = geom.N, geom.C
+        dx = np.empty((N, C, HW), dtype)
+        kern.max_pool2d_backward(np.ascontiguousarray(dy).reshape(N, C, -1),
+                                 np.ascontiguousarray(argmax).reshape(N, C, -1), dx)
+        return dx.reshape(geom.x_shape)
+
+    def avg_pool2d_forward(self, x, geom: PoolGeometry):
+        dtype = _check("avg_pool2d_forward", {"x": (x, geom.x_shape)})
+        y = np.empty(geom.y_shape, dtype)
+        kern.avg_pool2d_forward(np.ascontiguousarray(x), *_pool_args(geom), y)
+        return y
+
+    def avg_pool2d_backward(self, dy, geom: PoolGeometry):
+        dtype = _check("avg_pool2d_backward", {"dy": (dy, geom.y_shape)})
+        dx = np.empty(geom.x_shape, dtype)
+        kern.avg_pool2d_backward(np.ascontiguousarray(dy), *_pool_args(geom), dx)
+        return dx
