@@ -43,6 +43,11 @@ class Backend:
 
     # --- convolution ------------------------------------------------------
 
+    def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
+        """Name of the kernel this backend runs for ``op`` ("forward", "backward_data",
+        "backward_filter") on ``geom`` -- what benchmarks log beside their timings."""
+        return "default"
+
     def conv2d_forward(self, x, w, b, geom: ConvGeometry):
         """y[n,k,p,q] = b[k] + sum_{c,r,s} x[n,c,p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s].
 
