@@ -1,0 +1,112 @@
+"""Optimizers against PyTorch's (when importable) and against their update formulas; schedules."""
+
+import math
+
+import numpy as np
+import pytest
+
+import gpucnn as gc
+
+
+def _model(seed=0):
+    return gc.Sequential([gc.Dense(4, 3, rng=seed), gc.Tanh(), gc.Dense(3, 2, rng=seed + 1)])
+
+
+def _run(model, optimizer, steps, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    y = rng.integers(0, 2, 8)
+    loss = gc.SoftmaxCrossEntropy()
+    for _ in range(steps):
+        model.zero_grad()
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        optimizer.step()
+
+
+OPTIMIZERS = {
+    "sgd": (lambda p: gc.SGD(p, lr=0.1), lambda p, torch: torch.optim.SGD(p, lr=0.1)),
+    "sgd_momentum_wd": (lambda p: gc.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
+                        lambda p, torch: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2)),
+    "sgd_nesterov": (lambda p: gc.SGD(p, lr=0.05, momentum=0.8, nesterov=True),
+                     lambda p, torch: torch.optim.SGD(p, lr=0.05, momentum=0.8, nesterov=True)),
+    "adam": (lambda p: gc.Adam(p, lr=0.01), lambda p, torch: torch.optim.Adam(p, lr=0.01)),
+    "adam_wd": (lambda p: gc.Adam(p, lr=0.01, weight_decay=0.1),
+                lambda p, torch: torch.optim.Adam(p, lr=0.01, weight_decay=0.1)),
+    "adamw": (lambda p: gc.AdamW(p, lr=0.01, weight_decay=0.1),
+              lambda p, torch: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_matches_pytorch(name):
+    torch = pytest.importorskip("torch")
+    ours_factory, torch_factory = OPTIMIZERS[name]
+    model = _model()
+    tmodel = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        for tl, ol in zip((tmodel[0], tmodel[2]), (model.layers[0], model.layers[2])):
+            tl.weight.copy_(torch.tensor(ol.params["W"]))
+            tl.bias.copy_(torch.tensor(ol.params["b"]))
+    _run(model, ours_factory(model.parameters()), steps=5)
+    topt = torch_factory(tmodel.parameters(), torch)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((8, 4)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 8))
+    for _ in range(5):
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tmodel(x), y).backward()
+        topt.step()
+    np.testing.assert_allclose(model.layers[0].params["W"], tmodel[0].weight.detach().numpy(),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.layers[2].params["b"], tmodel[2].bias.detach().numpy(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_sgd_step_is_w_minus_lr_grad():
+    model = _model()
+    before = model.layers[0].params["W"].copy()
+    opt = gc.SGD(model.parameters(), lr=0.5)
+    _run(model, opt, steps=0)
+    model.zero_grad()
+    loss = gc.SoftmaxCrossEntropy()
+    x = np.ones((2, 4), np.float32)
+    loss.forward(model.forward(x), np.array([0, 1]))
+    model.backward(loss.backward())
+    grad = model.layers[0].grads["W"].copy()
+    opt.step()
+    np.testing.assert_allclose(model.layers[0].params["W"], before - 0.5 * grad, rtol=1e-6)
+
+
+def test_state_dict_round_trip_continues_identically():
+    a, b = _model(), _model()
+    opt_a = gc.Adam(a.parameters(), lr=0.01)
+    _run(a, opt_a, steps=3)
+    b.load_state_arrays(a.state_arrays())
+    opt_b = gc.Adam(b.parameters(), lr=0.01)
+    opt_b.load_state_dict(opt_a.state_dict())
+    _run(a, opt_a, steps=2, rng_seed=5)
+    _run(b, opt_b, steps=2, rng_seed=5)
+    for key, value in a.state_arrays().items():
+        np.testing.assert_array_equal(value, b.state_arrays()[key])
+
+
+def test_bad_optimizer_arguments():
+    with pytest.raises(ValueError, match="lr"):
+        gc.SGD(_model().parameters(), lr=0)
+    with pytest.raises(ValueError, match="empty"):
+        gc.Adam([])
+    with pytest.raises(TypeError, match="model.parameters"):
+        gc.Adam([np.zeros(3)])
+    with pytest.raises(ValueError, match="Nesterov"):
+        gc.SGD(_model().parameters(), lr=0.1, nesterov=True)
+
+
+def test_schedules():
+    step = gc.StepLR(step_size=3, gamma=0.5)
+    assert [step(e, 1.0) for e in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
+    cos = gc.CosineLR(total_epochs=10, min_lr=0.1)
+    assert cos(0, 1.0) == pytest.approx(1.0)
+    assert cos(5, 1.0) == pytest.approx(0.55)
+    assert cos(10, 1.0) == pytest.approx(0.1) and cos(20, 1.0) == pytest.approx(0.1)
+    assert cos(3, 1.0) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.3)))
