@@ -1,0 +1,248 @@
+"""The ``cuda`` and ``cuda-emu`` backends: our CUDA kernels (``kernels/*.cu``) and their host code.
+
+The host code -- checking the operands, choosing the kernel and its float or
+double variant, allocating the outputs, computing grid and block (in
+``launch.py``) and packing the arguments with exact NumPy scalar types -- is
+written once, in ``CudaBackend``. It launches through a *launcher*::
+
+    module = load_module(path, options)
+    module.get_function(name)(grid, block, args, shared_mem=0)
+
+- ``make_cuda_backend()``: the CuPy launcher (NVRTC + ``cupy.RawModule``) on
+  CuPy arrays; the kernels run on the GPU.
+- ``make_emulated_cuda_backend()``: the emulator launcher on NumPy arrays;
+  the same kernel sources are compiled by the host C++ compiler and run on
+  the CPU, so a machine without a GPU still executes every kernel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Backend
+from .geometry import ConvGeometry, PoolGeometry
+from .launch import elementwise_launch
+
+#: The CUDA sources, shipped inside the package (``gpucnn/kernels`` links to ``kernels/``).
+KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
+
+#: Compiler options of every kernel source, for NVRTC and the emulator alike.
+COMPILE_OPTIONS = ("-std=c++17", f"-I{KERNELS_DIR}")
+
+CONV_SOURCE = "conv2d_direct.cu"
+POOL_SOURCE = "pooling.cu"
+
+# Kernel entry points are named "<op>_f32" / "<op>_f64" after their element type.
+_DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+# The kernels take every size as a C int; their 64-bit arithmetic starts from there.
+_INT32_MAX = 2**31 - 1
+
+
+def _int32_args(op: str, values) -> tuple:
+    """The sizes ``values`` as ``np.int32`` kernel arguments; ValueError naming ``op`` if one overflows."""
+    for v in values:
+        if not 0 <= v <= _INT32_MAX:
+            raise ValueError(f"{op}: size {v} does not fit the kernels' 32-bit int parameters")
+    return tuple(np.int32(v) for v in values)
+
+
+def _conv_args(op: str, g: ConvGeometry) -> tuple:
+    """Scalar arguments of every kernel in conv2d_direct.cu, in the order of their signature."""
+    return _int32_args(op, (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q,
+                            *g.stride, *g.pad, *g.dilation))
+
+
+def _pool_args(op: str, g: PoolGeometry) -> tuple:
+    """Scalar arguments of every kernel in pooling.cu, in the order of their signature."""
+    return _int32_args(op, (g.N, g.C, g.H, g.W, g.P, g.Q, g.R, g.S, *g.stride, *g.pad))
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+class CudaBackend(Backend):
+    """Our CUDA kernels on the arrays of ``xp``, launched through ``load_module``.
+
+    ``name``: "cuda" or "cuda-emu"; ``xp``: ``cupy`` or ``numpy``;
+    ``load_module(path, options)``: the launcher (see the module docstring);
+    ``synchronize``: a callable that waits for the device, or None when
+    launches are synchronous (the emulator).
+    Every op takes float32 or float64 operands of one dtype.
+    """
+
+    supports_float64 = True
+
+    def __init__(self, name: str, xp, load_module, synchronize=None):
+        self.name = name
+        self.xp = xp
+        self._load_module = load_module
+        self._synchronize = synchronize
+        self._functions: dict = {}
+
+    def to_numpy(self, a) -> np.ndarray:
+        """Return ``a`` as a NumPy array on the host (a device-to-host copy under CuPy)."""
+        return getattr(self.xp, "asnumpy", np.asarray)(a)
+
+    def synchronize(self) -> None:
+        """Wait until every launched kernel has finished."""
+        if self._synchronize is not None:
+            self._synchronize()
+
+    def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
+        """Every convolution op runs the direct kernels of conv2d_direct.cu."""
+        return "direct"
+
+    def empty(self, shape, dtype):
+        """An uninitialised output array; every kernel writes all of its elements.
+
+        The ragged-edge tests wrap this to put guard cells around each output.
+        """
+        return self.xp.empty(shape, dtype)
+
+    # --- host-side plumbing ----------------------------------------------
+
+    def _check(self, op: str, arrays: dict, dtype=None) -> np.dtype:
+        """Check ``{name: (array, expected_shape)}``; return their common float dtype.
+
+        Every array must be an ``xp`` array of float32 or float64 (or of
+        ``dtype`` when given), all of one dtype, of the expected shape.
+        Raises TypeError/ValueError naming ``op``, the array and the shapes.
+        """
+        common = None if dtype is None else np.dtype(dtype)
+        for name, (a, shape) in arrays.items():
+            if not isinstance(a, self.xp.ndarray):
+                raise TypeError(f"{op}: {name} must be a {self.xp.__name__} array on the "
+                                f"{self.name} backend, got {type(a).__name__}")
+            if common is None:
+                if a.dtype not in _DTYPE_SUFFIX:
+                    raise TypeError(f"{op}: {name} has dtype {a.dtype}, expected float32 or float64")
+                common = a.dtype
+            elif a.dtype != common:
+                raise TypeError(f"{op}: {name} has dtype {a.dtype}, expected {common}")
+            if a.shape != tuple(shape):
+                raise ValueError(f"{op}: {name} has shape {a.shape}, expected {tuple(shape)} "
+                                 f"from the geometry")
+        return common
+
+    def _contiguous(self, *arrays):
+        """The arrays C-contiguous, as the kernels index them (no copy when they already are)."""
+        return tuple(self.xp.ascontiguousarray(a) for a in arrays)
+
+    def _launch(self, source: str, kernel: str, dtype: np.dtype, total: int, args: tuple):
+        """Launch ``<kernel>_f32|_f64`` from ``kernels/<source>``, one thread per element of ``total``."""
+        key = (source, kernel, dtype)
+        function = self._functions.get(key)
+        if function is None:
+            module = self._load_module(KERNELS_DIR / source, COMPILE_OPTIONS)
+            function = self._functions[key] = module.get_function(f"{kernel}_{_DTYPE_SUFFIX[dtype]}")
+        grid, block = elementwise_launch(total)
+        function(grid, block, args)
+
+    # --- convolution ------------------------------------------------------
+
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry):
+        op = "conv2d_forward"
+        arrays = {"x": (x, geom.x_shape), "w": (w, geom.w_shape)}
+        if b is not None:
+            arrays["b"] = (b, (geom.K,))
+        dtype = self._check(op, arrays)
+        x, w = self._contiguous(x, w)
+        # The kernel always adds b[k]: zeros stand in for a missing bias.
+        b = self.xp.zeros(geom.K, dtype) if b is None else self._contiguous(b)[0]
+        y = self.empty(geom.y_shape, dtype)
+        self._launch(CONV_SOURCE, "conv2d_forward_direct", dtype, _size(geom.y_shape),
+                     (x, w, b, y) + _conv_args(op, geom))
+        return y
+
+    def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
+        op = "conv2d_backward_data"
+        dtype = self._check(op, {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
+        dy, w = self._contiguous(dy, w)
+        dx = self.empty(geom.x_shape, dtype)
+        self._launch(CONV_SOURCE, "conv2d_backward_data_direct", dtype, _size(geom.x_shape),
+                     (dy, w, dx) + _conv_args(op, geom))
+        return dx
+
+    def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
+        op = "conv2d_backward_filter"
+        dtype = self._check(op, {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
+        dy, x = self._contiguous(dy, x)
+        dw = self.empty(geom.w_shape, dtype)
+        self._launch(CONV_SOURCE, "conv2d_backward_filter_direct", dtype, _size(geom.w_shape),
+                     (dy, x, dw) + _conv_args(op, geom))
+        return dw
+
+    # --- pooling ----------------------------------------------------------
+
+    def max_pool2d_forward(self, x, geom: PoolGeometry):
+        op = "max_pool2d_forward"
+        dtype = self._check(op, {"x": (x, geom.x_shape)})
+        # argmax holds h*W + w in an int32.
+        _int32_args(op, (geom.H * geom.W,))
+        (x,) = self._contiguous(x)
+        y = self.empty(geom.y_shape, dtype)
+        argmax = self.empty(geom.y_shape, np.int32)
+        self._launch(POOL_SOURCE, "max_pool2d_forward", dtype, _size(geom.y_shape),
+                     (x, y, argmax) + _pool_args(op, geom))
+        return y, argmax
+
+    def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
+        """See ``Backend``. The kernel compares argmax with each input cell and never
+        indexes memory with it, so an out-of-range argmax cannot write out of bounds."""
+        op = "max_pool2d_backward"
+        dtype = self._check(op, {"dy": (dy, geom.y_shape)})
+        self._check(op, {"argmax": (argmax, geom.y_shape)}, dtype=np.int32)
+        dy, argmax = self._contiguous(dy, argmax)
+        dx = self.empty(geom.x_shape, dtype)
+        self._launch(POOL_SOURCE, "max_pool2d_backward", dtype, _size(geom.x_shape),
+                     (dy, argmax, dx) + _pool_args(op, geom))
+        return dx
+
+    def avg_pool2d_forward(self, x, geom: PoolGeometry):
+        op = "avg_pool2d_forward"
+        dtype = self._check(op, {"x": (x, geom.x_shape)})
+        (x,) = self._contiguous(x)
+        y = self.empty(geom.y_shape, dtype)
+        self._launch(POOL_SOURCE, "avg_pool2d_forward", dtype, _size(geom.y_shape),
+                     (x, y) + _pool_args(op, geom))
+        return y
+
+    def avg_pool2d_backward(self, dy, geom: PoolGeometry):
+        op = "avg_pool2d_backward"
+        dtype = self._check(op, {"dy": (dy, geom.y_shape)})
+        (dy,) = self._contiguous(dy)
+        dx = self.empty(geom.x_shape, dtype)
+        self._launch(POOL_SOURCE, "avg_pool2d_backward", dtype, _size(geom.x_shape),
+                     (dy, dx) + _pool_args(op, geom))
+        return dx
+
+
+def make_cuda_backend() -> CudaBackend:
+    """The ``cuda`` backend: CuPy arrays, kernels compiled by NVRTC and run on the GPU.
+
+    Raises RuntimeError when CuPy is missing or sees no usable GPU.
+    """
+    from . import cuda_is_available
+
+    if not cuda_is_available():
+        raise RuntimeError(
+            "the cuda backend needs CuPy (pip install 'gpucnn[cuda12]' or 'gpucnn[cuda13]') "
+            "and a usable CUDA GPU, and found none; use 'cpu', or 'cuda-emu' to run the "
+            "CUDA kernels on the CPU"
+        )
+    import cupy
+
+    from .cupy_launcher import load_module
+
+    return CudaBackend("cuda", cupy, load_module, synchronize=cupy.cuda.runtime.deviceSynchronize)
+
+
+def make_emulated_cuda_backend() -> CudaBackend:
+    """The ``cuda-emu`` backend: NumPy arrays, the same kernels compiled by g++ and run on the CPU."""
+    from .emulator import load_module
+
+    return CudaBackend("cuda-emu", np, load_module)
