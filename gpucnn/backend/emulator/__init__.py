@@ -1,0 +1,89 @@
+"""The CUDA emulator: our unchanged ``kernels/*.cu`` sources, compiled by g++ and run on the CPU.
+
+    from gpucnn.backend.emulator import load_module
+    module = load_module("kernels/pooling.cu", options=("-DTILE=16",))
+    kernel = module.get_function("max_pool2d_forward_f32")
+    kernel(grid, block, (x, y, np.int32(n)), shared_mem=0)
+
+The launcher has the shape of CuPy's ``RawModule``/``RawKernel``, so the cuda
+backend's host code runs unchanged on either. Blocks run one after another;
+the threads of a block run as cooperative fibers that switch at barriers and
+warp functions (or as a plain loop when the kernel has none); divergent
+barriers, deadlocks and wrongly typed arguments raise; shared memory starts
+as NaN. ``sanitize=True`` (or ``GPUCNN_EMU_ASAN=1``) builds with
+AddressSanitizer, which needs the process started with the compiler's
+libasan preloaded (see ``asan_environment``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from .build import EmulatorCompileError, EmulatorError, build_library, cache_dir, compiler, compiler_available
+from .launcher import EmulatorLaunchError, Kernel, KernelNotFoundError, Module
+
+_modules: dict[tuple, Module] = {}
+_lock = threading.Lock()
+
+
+def _asan_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return "libasan" in maps.read()
+    except OSError:
+        return False
+
+
+def asan_environment() -> dict[str, str]:
+    """Environment variables that let a child Python process load sanitized modules.
+
+    ``LD_PRELOAD`` puts the compiler's libasan first (so NumPy's buffers get
+    redzones too) and ``ASAN_OPTIONS`` turns off leak checking, which would
+    report the interpreter's own allocations at exit.
+    """
+    libasan = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return {"LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0", "GPUCNN_EMU_ASAN": "1"}
+
+
+def load_module(path, options=(), sanitize: bool | None = None) -> Module:
+    """Compile (or fetch from the caches) the CUDA source ``path`` for the emulator.
+
+    options: NVRTC-style compile options; ``-D``, ``-U`` and ``-I`` reach g++,
+    ``-arch=sm_XY`` sets ``__CUDA_ARCH__``, the rest is ignored.
+    sanitize: build with AddressSanitizer; default from ``GPUCNN_EMU_ASAN``.
+    Modules are cached per process (by path, options and the file's mtime) and
+    on disk (by the contents of the source, its includes, the options and the
+    compiler). Raises EmulatorCompileError naming the ``.cu`` lines g++ rejects.
+    """
+    if sanitize is None:
+        sanitize = os.environ.get("GPUCNN_EMU_ASAN", "") not in ("", "0")
+    if sanitize and not _asan_loaded():
+        raise EmulatorError("a sanitized emulator module needs AddressSanitizer's runtime loaded first: "
+                            "start Python with the variables of gpucnn.backend.emulator.asan_environment() "
+                            "(LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0)")
+    if isinstance(options, str):
+        raise TypeError("options must be a sequence of strings such as ('-DTILE=16',), not one string")
+    src = Path(path).resolve()
+    stat = src.stat()
+    options = tuple(options)
+    key = (str(src), options, bool(sanitize), str(cache_dir()), stat.st_mtime_ns, stat.st_size)
+    with _lock:
+        module = _modules.get(key)
+        if module is None:
+            module = Module(src, build_library(src, options, sanitize=bool(sanitize)), bool(sanitize))
+            _modules[key] = module
+        return module
+
+
+def clear_process_cache() -> None:
+    """Forget the modules loaded by this process (the on-disk cache stays)."""
+    with _lock:
+        _modules.clear()
+
+
+__all__ = ["load_module", "Module", "Kernel", "EmulatorError", "EmulatorCompileError", "EmulatorLaunchError",
+           "KernelNotFoundError", "compiler_available", "asan_environment", "clear_process_cache"]

@@ -1,0 +1,267 @@
+"""Calling emulated kernels from Python: ``Module.get_function(name)(grid, block, args, shared_mem=0)``.
+
+The call has the shape of CuPy's ``RawKernel.__call__`` and checks what a GPU
+would not: every argument against the compiled kernel's parameter types, with
+CuPy's own conversions in mind, so a launch that passes here passes the same
+bytes on a GPU. Pointers take C-contiguous NumPy arrays of the pointee's dtype
+(or None for a null pointer). Scalars take the NumPy scalar of the exact C
+type; a Python ``int`` only for 64-bit integers and a Python ``float`` only for
+``double``, because CuPy sends those as 8-byte ``int64``/``float64`` whatever
+the kernel declares.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+from .build import BuiltLibrary, EmulatorError
+
+
+class EmulatorLaunchError(EmulatorError):
+    """A kernel failed while running: divergent barrier, deadlock, misused warp function, trap."""
+
+
+class KernelNotFoundError(KeyError):
+    """``get_function`` was asked for a name the module does not define."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class LaunchConfig(ctypes.Structure):
+    """Mirrors ``gpucnn_emu::LaunchConfig`` in cuda_emu.h."""
+
+    _fields_ = [("grid", ctypes.c_uint32 * 3), ("block", ctypes.c_uint32 * 3),
+                ("shared_mem", ctypes.c_uint64), ("use_fibers", ctypes.c_int32)]
+
+
+_CTYPES = {"b1": ctypes.c_bool, "i1": ctypes.c_int8, "u1": ctypes.c_uint8, "i2": ctypes.c_int16,
+           "u2": ctypes.c_uint16, "i4": ctypes.c_int32, "u4": ctypes.c_uint32, "i8": ctypes.c_int64,
+           "u8": ctypes.c_uint64, "f4": ctypes.c_float, "f8": ctypes.c_double}
+_C_NAMES = {"b1": "bool", "i1": "signed char", "u1": "unsigned char", "i2": "short", "u2": "unsigned short",
+            "i4": "int", "u4": "unsigned int", "i8": "long long", "u8": "unsigned long long",
+            "f4": "float", "f8": "double", "v": "void"}
+_ERROR_BYTES = 4096
+# Device limits of the GPUs we support (compute capability 7.5 and newer).
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK_DIM = (1024, 1024, 64)
+MAX_GRID_DIM = (2**31 - 1, 65535, 65535)
+DEFAULT_MAX_DYNAMIC_SHARED = 48 * 1024  # without cudaFuncAttributeMaxDynamicSharedMemorySize
+MAX_DYNAMIC_SHARED = 227 * 1024  # the largest opt-in (sm_90); matches kMaxDynamicShared
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter: its declared name and type, and the compiled type code."""
+
+    name: str
+    declared: str
+    pointer: bool
+    const: bool
+    code: str  # "f4", "i8", "v", "f4x4" (a vector type), "?N" (unsupported)
+
+    @property
+    def dtype(self):
+        """The NumPy dtype of the value (scalar) or of the elements (pointer); None for void."""
+        base = self.code.split("x")[0]
+        return None if base == "v" or base.startswith("?") else np.dtype(base)
+
+    def describe(self, index: int) -> str:
+        return f"argument {index} ({self.declared} {self.name})"
+
+
+def _parse_signature(signature: str, names, declared) -> tuple[Param, ...]:
+    params = []
+    for i, entry in enumerate(filter(None, signature.split(";"))):
+        kind, code = entry.split(":")
+        params.append(Param(names[i] if i < len(names) else f"arg{i}",
+                            declared[i] if i < len(declared) else _C_NAMES.get(code, code),
+                            kind.startswith("p"), kind == "pc", code))
+    return tuple(params)
+
+
+def _alignment(code: str) -> int:
+    """CUDA's alignment of a pointee: its size, or for vector types (float2, float4, ...) the
+    size of the whole vector up to 16 bytes, except 3-vectors, aligned as their element."""
+    base, _, lanes = code.partition("x")
+    size = np.dtype(base).itemsize
+    return size if lanes in ("", "3") else min(16, size * int(lanes))
+
+
+def _dims(value, what: str, kernel: str) -> tuple[int, int, int]:
+    """An int or a tuple of 1-3 ints -> a 3-tuple, as CuPy accepts grid and block."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    if not 1 <= len(items) <= 3 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(f"kernel '{kernel}': {what} must be an int or a tuple of 1 to 3 ints, got {value!r}")
+    dims = tuple(int(v) for v in items) + (1,) * (3 - len(items))
+    if min(dims) < 1:
+        raise ValueError(f"kernel '{kernel}': {what} {dims} has a zero or negative size "
+                         "(a GPU refuses it: invalid configuration argument)")
+    return dims
+
+
+class Kernel:
+    """One emulated kernel, called like CuPy's RawKernel: ``kernel(grid, block, args, shared_mem=0)``.
+
+    ``max_dynamic_shared_size_bytes`` mirrors CuPy's attribute of that name:
+    dynamic shared memory beyond 48 KiB needs it raised first, as on a GPU.
+    """
+
+    def __init__(self, module: Module, name: str, launch_fn, params: tuple[Param, ...], needs_fibers: bool):
+        self.module = module
+        self.name = name
+        self.params = params
+        self.needs_fibers = needs_fibers
+        self.max_dynamic_shared_size_bytes = DEFAULT_MAX_DYNAMIC_SHARED
+        self._launch = launch_fn
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{p.declared} {p.name}" for p in self.params)
+        mode = "fibers" if self.needs_fibers else "plain loop"
+        return f"<emulated kernel {self.name}({params}) [{mode}]>"
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        """Run the kernel over ``grid`` blocks of ``block`` threads, on the CPU, to completion.
+
+        grid, block: int or tuple of 1-3 ints; args: tuple with one value per
+        kernel parameter; shared_mem: bytes of dynamic shared memory per block.
+        Raises TypeError for arguments a GPU launch would misread, ValueError
+        for a launch configuration a GPU refuses, EmulatorLaunchError when the
+        kernel deadlocks, diverges at a barrier or traps.
+        """
+        grid3 = _dims(grid, "grid", self.name)
+        block3 = _dims(block, "block", self.name)
+        self._check_config(grid3, block3, shared_mem)
+        if not isinstance(args, tuple):
+            raise TypeError(f"kernel '{self.name}': args must be a tuple, got {type(args).__name__}")
+        if len(args) != len(self.params):
+            expected = ", ".join(f"{p.declared} {p.name}" for p in self.params)
+            raise TypeError(f"kernel '{self.name}' takes {len(self.params)} arguments ({expected}), "
+                            f"got {len(args)}")
+        holders = [self._convert(i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
+        pointers = (ctypes.c_void_p * max(1, len(holders)))(*[ctypes.addressof(h) for h in holders])
+        config = LaunchConfig((ctypes.c_uint32 * 3)(*grid3), (ctypes.c_uint32 * 3)(*block3),
+                              int(shared_mem), int(self.needs_fibers))
+        error = ctypes.create_string_buffer(_ERROR_BYTES)
+        if self._launch(ctypes.byref(config), pointers, error, _ERROR_BYTES) != 0:
+            raise EmulatorLaunchError(error.value.decode("utf-8", "replace"))
+
+    def _check_config(self, grid, block, shared_mem) -> None:
+        threads = block[0] * block[1] * block[2]
+        if threads > MAX_THREADS_PER_BLOCK or any(b > m for b, m in zip(block, MAX_BLOCK_DIM)):
+            raise ValueError(f"kernel '{self.name}': block {block} exceeds the GPU limits "
+                             f"({MAX_THREADS_PER_BLOCK} threads, dimensions {MAX_BLOCK_DIM})")
+        if any(g > m for g, m in zip(grid, MAX_GRID_DIM)):
+            raise ValueError(f"kernel '{self.name}': grid {grid} exceeds the GPU limits {MAX_GRID_DIM}")
+        if not isinstance(shared_mem, (int, np.integer)) or isinstance(shared_mem, bool) or shared_mem < 0:
+            raise ValueError(f"kernel '{self.name}': shared_mem must be a non-negative int, got {shared_mem!r}")
+        limit = min(int(self.max_dynamic_shared_size_bytes), MAX_DYNAMIC_SHARED)
+        if shared_mem > limit:
+            raise ValueError(f"kernel '{self.name}': {shared_mem} bytes of dynamic shared memory exceed the "
+                             f"limit of {limit} (raise kernel.max_dynamic_shared_size_bytes, as on a GPU, "
+                             f"up to {MAX_DYNAMIC_SHARED})")
+
+    def _convert(self, index: int, param: Param, value):
+        """A ctypes object holding the bytes a GPU launch would receive for ``value``."""
+        where = f"kernel '{self.name}' {param.describe(index)}"
+        if param.pointer:
+            return ctypes.c_void_p(self._pointer(where, param, value))
+        if param.code not in _CTYPES:
+            raise TypeError(f"{where}: parameters of this type cannot be passed by the launcher")
+        expected = param.dtype
+        if isinstance(value, np.generic):
+            if value.dtype != expected:
+                raise TypeError(f"{where} needs numpy.{expected.name}, got numpy.{value.dtype.name} "
+                                f"(a GPU would read {expected.itemsize} of its {value.dtype.itemsize} bytes)")
+            return _CTYPES[param.code](value.item())
+        if isinstance(value, np.ndarray):
+            raise TypeError(f"{where} is a scalar; got an array of shape {value.shape}")
+        if isinstance(value, bool):
+            if param.code == "b1":
+                return ctypes.c_bool(value)
+            raise TypeError(f"{where} needs numpy.{expected.name}, got a Python bool")
+        if isinstance(value, int):
+            if param.code != "i8":
+                raise TypeError(f"{where} needs numpy.{expected.name}({value}), not a Python int: CuPy passes "
+                                f"a Python int as an 8-byte int64 where the kernel reads a {expected.itemsize}"
+                                f"-byte {_C_NAMES[param.code]}")
+            if not -2**63 <= value < 2**63:
+                raise OverflowError(f"{where}: {value} does not fit in int64")
+            return ctypes.c_int64(value)
+        if isinstance(value, float):
+            if param.code != "f8":
+                raise TypeError(f"{where} needs numpy.{expected.name}({value}), not a Python float: CuPy passes "
+                                f"a Python float as an 8-byte double where the kernel reads a "
+                                f"{expected.itemsize}-byte {_C_NAMES.get(param.code, param.code)}")
+            return ctypes.c_double(value)
+        raise TypeError(f"{where} needs numpy.{expected.name}, got {type(value).__name__}")
+
+    def _pointer(self, where: str, param: Param, value) -> int:
+        if value is None:
+            return 0
+        if not isinstance(value, np.ndarray):
+            hint = (" (a CuPy array: the emulator runs on NumPy arrays)"
+                    if hasattr(value, "__cuda_array_interface__") else "")
+            raise TypeError(f"{where} is a pointer and needs a NumPy array, got {type(value).__name__}{hint}")
+        if param.code.startswith("?"):
+            raise TypeError(f"{where}: pointers to this type cannot be passed by the launcher")
+        if param.dtype is not None and value.dtype != param.dtype:
+            raise TypeError(f"{where} needs a {param.dtype.name} array, got {value.dtype.name}")
+        if not value.flags.c_contiguous:
+            raise TypeError(f"{where} needs a C-contiguous array (shape {value.shape}, strides {value.strides})")
+        if not param.const and not value.flags.writeable:
+            raise TypeError(f"{where} points to mutable data but the array is read-only "
+                            "(declare the parameter const if the kernel only reads it)")
+        address = value.ctypes.data
+        if param.dtype is not None:
+            alignment = _alignment(param.code)
+            if value.size and address % alignment:
+                raise TypeError(f"{where}: the array's data address is not {alignment}-byte aligned "
+                                "(a GPU raises a misaligned address error)")
+        return address
+
+
+class Module:
+    """A compiled ``.cu`` file: ``get_function(name)`` returns its kernels.
+
+    ``compiled`` tells whether loading it ran the compiler (False: taken from
+    the on-disk cache).
+    """
+
+    def __init__(self, source_path, built: BuiltLibrary, sanitize: bool):
+        self.source_path = source_path
+        self.sanitize = sanitize
+        self.compiled = built.compiled
+        self.library_path = built.path
+        self._lib = ctypes.CDLL(str(built.path))
+        self._kernels: dict[str, Kernel] = {}
+        for decl in built.kernels:
+            launch = getattr(self._lib, f"gpucnn_emu_launch_{decl.name}")
+            launch.argtypes = [ctypes.POINTER(LaunchConfig), ctypes.POINTER(ctypes.c_void_p),
+                               ctypes.c_char_p, ctypes.c_ulong]
+            launch.restype = ctypes.c_int
+            signature_fn = getattr(self._lib, f"gpucnn_emu_signature_{decl.name}")
+            signature_fn.restype = ctypes.c_char_p
+            params = _parse_signature(signature_fn().decode(), decl.param_names, decl.param_types)
+            self._kernels[decl.name] = Kernel(self, decl.name, launch, params, built.needs_fibers[decl.name])
+
+    @property
+    def kernel_names(self) -> tuple[str, ...]:
+        """Names of the ``extern "C" __global__`` kernels, in source order."""
+        return tuple(self._kernels)
+
+    def get_function(self, name: str) -> Kernel:
+        """The kernel called ``name``; KernelNotFoundError (a KeyError) lists the known ones."""
+        try:
+            return self._kernels[name]
+        except KeyError:
+            known = ", ".join(self._kernels) or "none"
+            raise KernelNotFoundError(f"no extern \"C\" __global__ kernel named {name!r} in "
+                                      f"{self.source_path}; its kernels: {known}") from None
+
+    def __repr__(self) -> str:
+        return f"<emulated CUDA module {self.source_path} kernels={list(self._kernels)}>"
