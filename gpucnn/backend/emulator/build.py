@@ -2,7 +2,9 @@
 
 Steps (``build_library``): preprocess with ``cuda_emu.h`` force-included;
 translate the text (``source.translate``); compile to an object file; find the
-kernels that need fibers (``elf.kernels_needing_fibers``); link a shared library.
+kernels that need fibers (``elf.kernels_needing_fibers``); link it with the
+emulator's runtime (``runtime.cpp``, compiled once per compiler and flags)
+into a shared library.
 
 The cache directory holds, per source + options + compiler + emulator version
 (the *key*), a manifest ``<key>.json`` naming the library and the hashes of the
@@ -28,9 +30,10 @@ from pathlib import Path
 from . import elf, source
 
 HEADER = Path(__file__).with_name("cuda_emu.h")
+RUNTIME = Path(__file__).with_name("runtime.cpp")
 # Files whose contents decide what a build produces; a change to any of them
 # invalidates every cached library.
-_EMULATOR_FILES = (HEADER, Path(__file__), Path(source.__file__), Path(elf.__file__))
+_EMULATOR_FILES = (HEADER, RUNTIME, Path(__file__), Path(source.__file__), Path(elf.__file__))
 _FORMAT = 1
 
 CXX_FLAGS = ("-std=c++20", "-O2", "-g1", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique",
@@ -154,6 +157,19 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def _runtime_object(cxx: str, mode_flags: list[str], directory: Path) -> Path:
+    """runtime.cpp compiled with ``mode_flags``, from the cache when it is there."""
+    key = _sha256(json.dumps([_FORMAT, [_file_hash(f) for f in _EMULATOR_FILES], mode_flags,
+                              _compiler_identity(cxx)]).encode())
+    path = directory / f"runtime-{key[:32]}.o"
+    if not path.is_file():
+        with tempfile.TemporaryDirectory(dir=directory, prefix="build-") as tmp:
+            obj = Path(tmp) / "runtime.o"
+            _run([cxx, *mode_flags, "-c", str(RUNTIME), "-o", str(obj)], "compilation", RUNTIME)
+            _write_atomically(path, obj.read_bytes())
+    return path
+
+
 def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibrary:
     """Compile ``source_path`` (a ``.cu`` file) for the emulator, or reuse the cached build.
 
@@ -191,7 +207,8 @@ def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibra
         _run([cxx, *mode_flags, "-c", str(unit), "-o", str(obj)], "compilation", src)
         needs_fibers = elf.kernels_needing_fibers(obj.read_bytes(), [k.name for k in kernels])
         library = tmp / "module.so"
-        _run([cxx, *mode_flags, "-shared", str(obj), "-o", str(library)], "linking", src)
+        runtime = _runtime_object(cxx, mode_flags, directory)
+        _run([cxx, *mode_flags, "-shared", str(obj), str(runtime), "-o", str(library)], "linking", src)
 
         lib_name = _sha256((key + json.dumps(sorted(deps.items()))).encode())[:32] + ".so"
         _write_atomically(directory / lib_name, library.read_bytes())

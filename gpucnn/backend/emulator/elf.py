@@ -4,8 +4,8 @@ The module is compiled with ``-ffunction-sections``, so every function sits in
 its own section, and every call, address-taken function or referenced table
 shows up as a relocation from one section to the symbol of another. A kernel
 needs fibers when the section of its symbol reaches, through these edges, the
-section of ``gpucnn_emu_collective`` (the one function every barrier and warp
-intrinsic calls). Working on the compiler's output rather than the source text
+function ``gpucnn_emu_collective`` (the one function every barrier and warp
+intrinsic calls; defined in runtime.cpp, so an undefined symbol here). Working on the compiler's output rather than the source text
 sees through macros, templates, inlining and clones; following every reference,
 not only calls, keeps the answer conservative. The runtime guard in cuda_emu.h
 backs it up.
@@ -46,8 +46,9 @@ class ObjectFile:
         self.sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
         names = self._contents(data, shstrndx)
         self.section_names = [_cstr(names, s[0]) for s in self.sections]
-        self.symbols: list[tuple[str, int]] = []  # (name, section index or -1)
-        self.edges: dict[int, set[int]] = {}
+        self.symbols: list[tuple[str, int]] = []  # (name, section index, or -1 when not defined here)
+        self.edges: dict[int, set[int]] = {}  # section -> sections it references
+        self.external: dict[int, set[str]] = {}  # section -> undefined symbols it references
         for index, (_, sh_type, *_rest) in enumerate(self.sections):
             if sh_type == _SHT_SYMTAB:
                 self._read_symbols(data, index)
@@ -77,22 +78,28 @@ class ObjectFile:
         entry = 24 if with_addend else 16
         table = self._contents(data, index)
         refs = self.edges.setdefault(target, set())
+        external = self.external.setdefault(target, set())
         for i in range(len(table) // entry):
             r_info, = struct.unpack_from("<Q", table, i * entry + 8)
             sym = r_info >> 32
-            if sym < len(self.symbols) and self.symbols[sym][1] >= 0:
-                refs.add(self.symbols[sym][1])
+            if 0 < sym < len(self.symbols):
+                name, section = self.symbols[sym]
+                if section >= 0:
+                    refs.add(section)
+                else:
+                    external.add(name)
 
     def symbol_section(self, name: str) -> int:
         """Section index of the defined symbol ``name``, or -1."""
         return next((shndx for sym, shndx in self.symbols if sym == name and shndx >= 0), -1)
 
-    def reaches(self, start: int, goal: int) -> bool:
-        """True when section ``goal`` is reachable from section ``start`` along references."""
+    def reaches(self, start: int, symbol: str) -> bool:
+        """True when the function ``symbol`` is reachable from section ``start`` along references."""
+        goal = self.symbol_section(symbol)
         seen, queue = {start}, deque([start])
         while queue:
             section = queue.popleft()
-            if section == goal:
+            if section == goal or symbol in self.external.get(section, ()):
                 return True
             for nxt in self.edges.get(section, ()):
                 if nxt not in seen:
@@ -107,9 +114,8 @@ def kernels_needing_fibers(object_bytes: bytes, kernel_names: list[str]) -> dict
     A kernel whose symbol is missing is answered True (the safe side).
     """
     obj = ObjectFile(object_bytes)
-    goal = obj.symbol_section(COLLECTIVE_SYMBOL)
     result = {}
     for name in kernel_names:
         start = obj.symbol_section(name)
-        result[name] = start < 0 or (goal >= 0 and obj.reaches(start, goal))
+        result[name] = start < 0 or obj.reaches(start, COLLECTIVE_SYMBOL)
     return result
