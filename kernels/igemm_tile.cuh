@@ -1,0 +1,353 @@
+// igemm_tile.cuh: the pieces every implicit-GEMM convolution kernel shares.
+//
+// An implicit-GEMM kernel computes a block tile BM x BN of a GEMM
+//     out[m, n] = sum_g A[m, g] * B[g, n]
+// whose operands are never stored as matrices: each tile of A and B is gathered
+// from the NCHW tensors while it is copied from global memory into shared memory.
+// This header holds what does not depend on which convolution pass it is:
+//
+//   FastDiv         index decomposition by a multiply-high, for the gathers;
+//   TileShape       block tile BM x BN x BK, thread tile TM x TN, thread layout;
+//   multiply_tile   one BK slice of the block product, out of shared memory into
+//                   a TM x TN register tile (the hot loop: float4 reads + FMAs);
+//   gemm_mainloop   the double-buffered loop over the reduction (register-staged
+//                   prefetch: the global loads of tile t+1 are in flight while
+//                   tile t is multiplied, so it works on every arch >= sm_75);
+//   ConvGemm        a convolution written as that GEMM, general enough to be
+//                   the forward pass and each output phase of backward-data;
+//   conv_gemm       the kernel body for ConvGemm: loader, main loop, epilogue.
+//
+// conv2d_igemm_forward.cu and conv2d_igemm_backward_data.cu instantiate
+// conv_gemm; conv2d_igemm_backward_filter.cu has its own loader (its reduction
+// runs over pixels, not filter taps) and reuses the rest.
+#pragma once
+
+namespace gpucnn {
+namespace igemm {
+
+// Division by a divisor fixed for the whole kernel, as a multiply-high and a
+// shift (Granlund & Montgomery 1994): with l = ceil(log2 d) and
+// mul = ceil(2^(31+l) / d), which lies in [2^31, 2^32), n / d is
+// ((2n * mul) >> 32) >> l exactly for 0 <= n < 2^31 (d = 1 included). The
+// gathers split a flat index into coordinates every tile; an integer division
+// by a run-time value costs ~20 instructions there, this costs 3.
+struct FastDiv {
+    unsigned mul, shift;
+
+    __device__ explicit FastDiv(int divisor) : shift(0) {
+        while ((1LL << shift) < divisor) ++shift;
+        mul = (unsigned)(((1ULL << (31 + shift)) + (unsigned long long)divisor - 1) /
+                         (unsigned long long)divisor);
+    }
+
+    // n / d for 0 <= n < 2^31.
+    __device__ __forceinline__ int div(int n) const {
+        const unsigned twice = 2u * (unsigned)n;
+        return (int)((unsigned)(((unsigned long long)twice * mul) >> 32) >> shift);
+    }
+};
+
+// A block tile of BM x BN outputs, reduced BK at a time, by (BM/TM) x (BN/TN)
+// threads that each own a TM x TN register tile.
+//
+// Thread layout inside the block tile: thread t has tm = t % THREADS_M and
+// tn = t / THREADS_M. Its TM rows are 4-wide strips m = s*4*THREADS_M + tm*4 + i
+// (strip s < TM/4, i < 4), likewise its TN columns; so each shared-memory read
+// of a thread is one float4, and the 16 (or 8) threads of a warp that differ in
+// tm read consecutive float4s: no bank conflict, the rest are broadcasts.
+// Shared rows are padded by 4 elements: rows stay 16-byte aligned, and the
+// transposing stores of the loaders (8 reduction rows by 4 columns per warp)
+// land in 32 different banks.
+template <int BM_, int BN_, int BK_, int TM_, int TN_>
+struct TileShape {
+    static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
+    static constexpr int THREADS_M = BM / TM, THREADS_N = BN / TN;
+    static constexpr int THREADS = THREADS_M * THREADS_N;
+    static constexpr int LDA = BM + 4, LDB = BN + 4;
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are made of float4 strips");
+    static_assert(BM % TM == 0 && BN % TN == 0, "thread tiles must tile the block tile");
+    static_assert(THREADS % BK == 0, "loaders give each reduction row THREADS/BK threads");
+    static_assert(BM % (THREADS / BK) == 0 && BN % (THREADS / BK) == 0,
+                  "loaders give each thread a whole number of elements per tile");
+};
+
+// Four consecutive elements of a 16-byte aligned shared row, as one vector read.
+__device__ __forceinline__ void load4(const float* p, float* out) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+}
+
+__device__ __forceinline__ void load4(const double* p, double* out) {
+    const double2 lo = *reinterpret_cast<const double2*>(p);
+    const double2 hi = *reinterpret_cast<const double2*>(p + 2);
+    out[0] = lo.x; out[1] = lo.y; out[2] = hi.x; out[3] = hi.y;
+}
+
+// acc[i][j] += sum_{k < BK} As[k][m_i] * Bs[k][n_j]: one shared tile pair into
+// the thread's register tile. Per k: TM/4 + TN/4 vector reads, TM*TN FMAs.
+template <class Tile, typename T>
+__device__ __forceinline__ void multiply_tile(const T* __restrict__ As, const T* __restrict__ Bs,
+                                              int tm, int tn, T (&acc)[Tile::TM][Tile::TN]) {
+#pragma unroll
+    for (int k = 0; k < Tile::BK; ++k) {
+        T a[Tile::TM], b[Tile::TN];
+#pragma unroll
+        for (int s = 0; s < Tile::TM / 4; ++s)
+            load4(As + k * Tile::LDA + s * 4 * Tile::THREADS_M + tm * 4, a + 4 * s);
+#pragma unroll
+        for (int s = 0; s < Tile::TN / 4; ++s)
+            load4(Bs + k * Tile::LDB + s * 4 * Tile::THREADS_N + tn * 4, b + 4 * s);
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j) acc[i][j] += a[i] * b[j];
+    }
+}
+
+// Row (or column) of the block tile held by element i of a thread's tile.
+template <int THREADS_ALONG>
+__device__ __forceinline__ int tile_offset(int thread_coord, int i) {
+    return (i / 4) * 4 * THREADS_ALONG + thread_coord * 4 + (i % 4);
+}
+
+// The reduction over tiles [tile_begin, tile_end) of BK each, double-buffered:
+// the loader's global loads of tile t+1 go to registers before tile t is
+// multiplied out of shared buffer t&1, and are stored to the other buffer after
+// it, so global latency hides behind the FMAs and one barrier per tile suffices
+// (buffer (t+1)&1 was last read in iteration t-1, which every thread has left).
+// The last tile is peeled off so the loop body has no conditions.
+// A Loader has load(tile) (global -> registers) and store(As, Bs) (registers ->
+// one shared buffer). `tile_begin < tile_end` is the same for the whole block.
+template <class Tile, typename T, class Loader>
+__device__ __forceinline__ void gemm_mainloop(Loader& loader, int tile_begin, int tile_end,
+                                              T (&As)[2][Tile::BK * Tile::LDA],
+                                              T (&Bs)[2][Tile::BK * Tile::LDB], int tm, int tn,
+                                              T (&acc)[Tile::TM][Tile::TN]) {
+    if (tile_begin >= tile_end) return;
+    loader.load(tile_begin);
+    loader.store(As[0], Bs[0]);
+    __syncthreads();
+    int cur = 0;
+    for (int t = tile_begin; t + 1 < tile_end; ++t) {
+        loader.load(t + 1);
+        multiply_tile<Tile, T>(As[cur], Bs[cur], tm, tn, acc);
+        loader.store(As[cur ^ 1], Bs[cur ^ 1]);
+        __syncthreads();
+        cur ^= 1;
+    }
+    multiply_tile<Tile, T>(As[cur], Bs[cur], tm, tn, acc);
+}
+
+// A convolution pass as the GEMM out[m, j] = sum_g A[m, g] * B[g, j]:
+//   m = (n, i, u): image n, pixel (i, u) of an OH x OW grid of outputs;
+//   j: one of NN output channels;
+//   g = (c, a, b): input channel c < GC, tap (a, b) of an RA x SB tap grid;
+//   A[m, g] = src[n, c, i*ish + ih0 + dr0 + a*drs, u*isw + iw0 + ds0 + b*dss],
+//             src an (N, GC, SH, SW) array, zero outside it (padding);
+//   B[g, j] = wgt[j*wj + c*wc + (r0 + a*rstep)*S + s0 + b*sstep];
+//   result  -> out[n, j, oh0 + i*osh, ow0 + u*osw], out an (N, NN, OHF, OWF) array.
+// Forward: src = x, wgt = w, out = y, one tap per filter element.
+// Backward-data, output phase (ph, pw): src = dy, the taps are the filter
+// elements that hit pixels of that phase, out = every sh-th row / sw-th column
+// of dx (see conv2d_igemm_backward_data.cu).
+struct ConvGemm {
+    int N, NN, GC, RA, SB;
+    int OH, OW, ish, isw, ih0, iw0, dr0, drs, ds0, dss;
+    int SH, SW;
+    int wj, wc, S, r0, rstep, s0, sstep;
+    int OHF, OWF, oh0, osh, ow0, osw;
+};
+
+// At most this many taps (RA*SB) per reduction channel: a pixel's in-bounds
+// taps are one bit each of a 32-bit mask. The host sends larger filters to
+// the direct kernels.
+constexpr int MAX_TAPS = 32;
+
+// Offsets of tap ab = a*SB + b: .x into one image of src (dr*SW + ds), .y into
+// one filter row of wgt ((r0 + a*rstep)*S + s0 + b*sstep). Kept in shared
+// memory so a reduction row costs one lookup instead of a second division.
+__device__ __forceinline__ void fill_tap_table(const ConvGemm& cg, int2* taps) {
+    for (int ab = (int)threadIdx.x; ab < cg.RA * cg.SB; ab += (int)blockDim.x) {
+        const int a = ab / cg.SB, b = ab % cg.SB;
+        taps[ab].x = (cg.dr0 + a * cg.drs) * cg.SW + cg.ds0 + b * cg.dss;
+        taps[ab].y = (cg.r0 + a * cg.rstep) * cg.S + cg.s0 + b * cg.sstep;
+    }
+}
+
+// Hides a value's provenance from nvcc, so that what a loader computes once
+// per thread (a pixel's pointer, a channel's offset) stays in a register:
+// otherwise nvcc re-derives it from the kernel parameters at every load of the
+// main loop (up to 5 instructions per element instead of 2). An empty PTX
+// move does it; the emulator (which defines __CUDA_ARCH__ too) needs nothing.
+template <typename T>
+__device__ __forceinline__ const T* opaque(const T* p) {
+#if defined(__CUDA_ARCH__) && !defined(GPUCNN_EMULATOR)
+    asm("mov.b64 %0, %0;" : "+l"(p));
+#endif
+    return p;
+}
+
+__device__ __forceinline__ int opaque(int v) {
+#if defined(__CUDA_ARCH__) && !defined(GPUCNN_EMULATOR)
+    asm("mov.b32 %0, %0;" : "+r"(v));
+#endif
+    return v;
+}
+
+// Gathers the tiles of ConvGemm's A and B. Thread t loads, per tile:
+//  - A: reduction row g = tile*BK + t / A_THREADS, pixels m0 + t % A_THREADS +
+//    e*A_THREADS (e < A_PER): consecutive threads read consecutive pixels, which
+//    are consecutive addresses at stride 1 (coalesced). Each pixel's window
+//    origin (a pointer) and the mask of its taps that fall inside the image
+//    are computed once; per tile the row g is split into (c, tap) once for
+//    all A_PER pixels, and a load costs a mask test, an address and the load.
+//  - B: reduction row g = tile*BK + t % BK, output channels j0 + t / BK +
+//    e*(THREADS/BK): consecutive threads read consecutive g, which are
+//    consecutive filter elements in the forward pass.
+// Rows m >= M and columns j >= NN of a ragged block tile load the last real
+// pixel / channel instead: their products land in outputs the epilogue never
+// stores, so they need no check in the loop. Reduction rows g >= G load zeros
+// in both A and B. Offsets inside one image of src and inside wgt are 32-bit
+// (the host keeps both below 2^31 elements); image bases are 64-bit pointers.
+template <class Tile, typename T>
+struct ConvGemmLoader {
+    static constexpr int A_THREADS = Tile::THREADS / Tile::BK;
+    static constexpr int A_PER = Tile::BM / A_THREADS;
+    static constexpr int B_PER = Tile::BN / A_THREADS;
+
+    const int2* taps;
+    FastDiv div_taps;  // g -> (c, tap)
+    int n_taps, G, a_row, b_row, a_store, b_store, src_image, wgt_channel;
+    const T* a_ptr[A_PER];   // &src[n, 0, hb, wb]: window origin of the pixel (may lie in the padding)
+    unsigned a_mask[A_PER];  // bit ab: tap ab of the pixel is inside the image
+    const T* b_ptr[B_PER];   // &wgt[j * wj]
+    T a_reg[A_PER], b_reg[B_PER];
+
+    __device__ ConvGemmLoader(const T* __restrict__ src, const T* __restrict__ wgt, const ConvGemm& cg,
+                              const int2* taps_, int m0, int j0, int M)
+        : taps(taps_), div_taps(max(cg.RA * cg.SB, 1)) {  // a phase may have no taps
+        const int t = (int)threadIdx.x;
+        n_taps = cg.RA * cg.SB;
+        G = cg.GC * n_taps;
+        a_row = opaque(t / A_THREADS);
+        b_row = opaque(t % Tile::BK);
+        a_store = opaque(a_row * Tile::LDA + t % A_THREADS);  // shared offsets of element 0
+        b_store = opaque(b_row * Tile::LDB + t / Tile::BK);
+        src_image = cg.SH * cg.SW;
+        wgt_channel = cg.wc;
+        const FastDiv div_ow(cg.OW), div_ohw(cg.OH * cg.OW);
+#pragma unroll
+        for (int e = 0; e < A_PER; ++e) {
+            const int m = min(m0 + t % A_THREADS + e * A_THREADS, M - 1);
+            const int n = div_ohw.div(m);
+            const int iu = m - n * cg.OH * cg.OW;
+            const int i = div_ow.div(iu);
+            const int u = iu - i * cg.OW;
+            const int hb = i * cg.ish + cg.ih0, wb = u * cg.isw + cg.iw0;
+            a_ptr[e] = opaque(src + (long long)n * cg.GC * cg.SH * cg.SW + (long long)hb * cg.SW + wb);
+            unsigned mask = 0;
+            for (int a = 0; a < cg.RA; ++a) {
+                const int h = hb + cg.dr0 + a * cg.drs;
+                if ((unsigned)h >= (unsigned)cg.SH) continue;
+                for (int b = 0; b < cg.SB; ++b) {
+                    const int w = wb + cg.ds0 + b * cg.dss;
+                    if ((unsigned)w < (unsigned)cg.SW) mask |= 1u << (a * cg.SB + b);
+                }
+            }
+            a_mask[e] = mask;
+        }
+#pragma unroll
+        for (int e = 0; e < B_PER; ++e) {
+            const int j = min(j0 + t / Tile::BK + e * (Tile::THREADS / Tile::BK), cg.NN - 1);
+            b_ptr[e] = opaque(wgt + (long long)j * cg.wj);
+        }
+    }
+
+    __device__ __forceinline__ void load(int tile) {
+        {
+            const int g = tile * Tile::BK + a_row;
+            const int c = div_taps.div(g);
+            const int ab = g - c * n_taps;
+            const int off = c * src_image + taps[ab].x;
+            const unsigned bit = g < G ? 1u << ab : 0u;
+#pragma unroll
+            for (int e = 0; e < A_PER; ++e) a_reg[e] = (a_mask[e] & bit) ? __ldg(a_ptr[e] + off) : T(0);
+        }
+        {
+            const int g = tile * Tile::BK + b_row;
+            const int c = div_taps.div(g);
+            const int ab = g - c * n_taps;
+            const int off = c * wgt_channel + taps[ab].y;
+            const bool g_ok = g < G;
+#pragma unroll
+            for (int e = 0; e < B_PER; ++e) b_reg[e] = g_ok ? __ldg(b_ptr[e] + off) : T(0);
+        }
+    }
+
+    __device__ __forceinline__ void store(T* As, T* Bs) const {
+#pragma unroll
+        for (int e = 0; e < A_PER; ++e) As[a_store + e * A_THREADS] = a_reg[e];
+#pragma unroll
+        for (int e = 0; e < B_PER; ++e) Bs[b_store + e * (Tile::THREADS / Tile::BK)] = b_reg[e];
+    }
+};
+
+// Epilogue flags of conv_gemm: add bias[j] to out[., j], then clamp at zero.
+constexpr int EPILOGUE_BIAS = 1;
+constexpr int EPILOGUE_RELU = 2;
+
+// One block tile of ConvGemm: pixels m0 = blockIdx.x*BM.., channels
+// j0 = blockIdx.y*BN..; M = N*OH*OW pixels in all. Blocks past M return at once
+// (backward-data's phases have fewer pixels than the grid is sized for).
+// Needs RA*SB <= MAX_TAPS.
+template <class Tile, typename T>
+__device__ __forceinline__ void conv_gemm(const T* __restrict__ src, const T* __restrict__ wgt,
+                                          const T* __restrict__ bias, T* __restrict__ out,
+                                          const ConvGemm& cg, int epilogue) {
+    __shared__ __align__(16) T As[2][Tile::BK * Tile::LDA];
+    __shared__ __align__(16) T Bs[2][Tile::BK * Tile::LDB];
+    __shared__ int2 taps[MAX_TAPS];
+    const int M = cg.N * cg.OH * cg.OW;
+    const int m0 = (int)blockIdx.x * Tile::BM, j0 = (int)blockIdx.y * Tile::BN;
+    if (m0 >= M) return;
+    const int tm = (int)threadIdx.x % Tile::THREADS_M, tn = (int)threadIdx.x / Tile::THREADS_M;
+
+    fill_tap_table(cg, taps);
+    T acc[Tile::TM][Tile::TN];
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+    ConvGemmLoader<Tile, T> loader(src, wgt, cg, taps, m0, j0, M);
+    __syncthreads();  // the tap table is complete
+    const int tiles = (loader.G + Tile::BK - 1) / Tile::BK;
+    gemm_mainloop<Tile, T>(loader, 0, tiles, As, Bs, tm, tn, acc);
+
+    // Epilogue: at stride 1 the 4 pixels of a strip are neighbours in out, so a
+    // warp's stores for one channel cover a few 32-byte sectors.
+    const FastDiv div_ow(cg.OW), div_ohw(cg.OH * cg.OW);
+    const long long plane = (long long)cg.OHF * cg.OWF;
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i) {
+        const int m = m0 + tile_offset<Tile::THREADS_M>(tm, i);
+        if (m >= M) continue;
+        const int n = div_ohw.div(m);
+        const int iu = m - n * cg.OH * cg.OW;
+        const int pi = div_ow.div(iu);
+        const int pu = iu - pi * cg.OW;
+        const long long pixel = (long long)n * cg.NN * plane +
+                                (long long)(cg.oh0 + pi * cg.osh) * cg.OWF + cg.ow0 + pu * cg.osw;
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int jj = j0 + tile_offset<Tile::THREADS_N>(tn, j);
+            if (jj >= cg.NN) continue;
+            T v = acc[i][j];
+            if (epilogue & EPILOGUE_BIAS) v += bias[jj];
+            if ((epilogue & EPILOGUE_RELU) && v < T(0)) v = T(0);
+            out[pixel + jj * plane] = v;
+        }
+    }
+}
+
+}  // namespace igemm
+}  // namespace gpucnn
