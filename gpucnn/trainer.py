@@ -1,0 +1,352 @@
+"""The training loop: ``Trainer.fit`` / ``evaluate`` / ``predict``, and the ``History`` it returns.
+
+The data set stays on the host as NumPy arrays; each batch is copied to the
+model's backend just before its forward pass, so a data set larger than the
+GPU's memory trains as well as a small one.
+
+Determinism and resuming. Every random choice the loop makes is drawn from a
+Generator seeded by ``(seed, epoch, stream)``: the shuffling order of epoch
+``e``, the Dropout masks of epoch ``e`` (each Dropout layer is re-seeded at the
+start of every epoch) and the augmentation of epoch ``e`` depend on nothing
+but the seed and ``e``. A checkpoint therefore needs only the weights, the
+optimizer state, the number of finished epochs and the seed to continue to
+exactly the result of an uninterrupted run (``save_checkpoint`` /
+``load_checkpoint``; ``ModelCheckpoint`` calls the former).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .backend import get_backend
+from .losses import BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy
+from .model import read_checkpoint
+from .random import as_generator
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time")
+
+# Independent random streams of one epoch: np.random.default_rng([seed, epoch, stream, ...]).
+_SHUFFLE, _DROPOUT, _AUGMENT = 0, 1, 2
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the epoch and batch."""
+
+
+class History:
+    """Per-epoch results of ``fit``: ``history.history[key]`` is a list with one entry per epoch.
+
+    Keys: ``loss``, ``accuracy`` (training, averaged over the epoch's batches),
+    ``val_loss``, ``val_accuracy`` (NaN without validation data), ``lr`` (the
+    learning rate used in the epoch) and ``time`` (seconds the epoch took).
+    ``history.epoch`` lists the epoch numbers (from 0).
+    """
+
+    def __init__(self, history: dict | None = None, epoch=None):
+        self.history = {key: [] for key in HISTORY_KEYS}
+        for key, values in (history or {}).items():
+            self.history[key] = [float(v) for v in values]
+        self.epoch = list(epoch) if epoch is not None else list(range(len(self.history["loss"])))
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(int(epoch))
+        for key in HISTORY_KEYS:
+            self.history[key].append(float(logs.get(key, math.nan)))
+
+    def truncate(self, epochs: int) -> None:
+        """Keep the first ``epochs`` entries (what a run resumed at that epoch builds on)."""
+        self.epoch = self.epoch[:epochs]
+        for key in self.history:
+            self.history[key] = self.history[key][:epochs]
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``{"epoch": [...], "loss": [...], ...}`` (NaN becomes None)."""
+        clean = lambda v: None if math.isnan(v) else v  # noqa: E731
+        out = {"epoch": list(self.epoch)}
+        out.update({k: [clean(v) for v in vs] for k, vs in self.history.items()})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        history = {k: [math.nan if v is None else v for v in vs]
+                   for k, vs in data.items() if k != "epoch"}
+        return cls(history, data.get("epoch"))
+
+    def save(self, path) -> None:
+        """Write ``to_dict()`` as JSON."""
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs, keys={list(self.history)})"
+
+
+class Trainer:
+    """Fits a ``Sequential`` with a loss and an optimizer.
+
+    ``Trainer(model, loss, optimizer, backend="auto")`` moves the model and the
+    loss to ``backend`` ("cpu", "cuda", "cuda-emu" or "auto": cuda when a GPU is
+    usable). The optimizer must have been built on ``model.parameters()``.
+    """
+
+    def __init__(self, model, loss, optimizer, backend="auto"):
+        self.backend = get_backend(backend)
+        self.model = model.to(self.backend)
+        self.loss = loss.to(self.backend)
+        self.optimizer = optimizer
+        if any(optimizer.state):  # state made before the move must follow the parameters
+            optimizer.load_state_dict(optimizer.state_dict())
+        self.history = History()
+        self.epoch = 0            # epochs finished so far (what a checkpoint records)
+        self.seed = None          # the seed of the current or last fit
+        self.stop_training = False  # a callback sets it to end fit after the current epoch
+        self._checkpoint_seed = None
+
+    # --- training --------------------------------------------------------------------------
+
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None,
+            validation_split: float = 0.0, shuffle: bool = True, seed=None, callbacks=(),
+            verbose: int = 1, initial_epoch: int = 0, augment=None) -> History:
+        """Train for epochs ``initial_epoch .. epochs-1``; returns the ``History`` of all epochs.
+
+        x: (N, C, H, W) host array; y: (N,) integer labels for
+        ``SoftmaxCrossEntropy``, or targets shaped like the model output (or (N,)
+        for a single-logit model) for the other losses.
+        ``validation_data=(x_val, y_val)``, or ``validation_split`` in [0, 1): the
+        last fraction of x/y (before shuffling) is held out, as Keras does.
+        ``seed`` fixes shuffling, Dropout masks and augmentation (None: the seed
+        of a checkpoint loaded with ``load_checkpoint``, else one drawn from the
+        package-wide Generator, see ``gpucnn.seed``). ``verbose``: 0 silent,
+        1 a progress bar per epoch and one line per epoch, 2 only the lines.
+        ``initial_epoch``: resume after that many finished epochs (the value
+        ``load_checkpoint`` returns). ``augment(x_batch, rng) -> x_batch`` is
+        applied to each training batch on the host with a seeded Generator.
+        Raises NonFiniteLossError naming the epoch and batch if the loss stops
+        being finite.
+        """
+        x, y = self._check_data(x, y, "fit")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"Trainer.fit: batch_size must be a positive int, got {batch_size!r}")
+        if not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"Trainer.fit: need 0 <= initial_epoch <= epochs, got {initial_epoch} and {epochs}")
+        if validation_data is not None:
+            x_val, y_val = self._check_data(*validation_data, "fit (validation_data)")
+        elif validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"Trainer.fit: validation_split must lie in [0, 1), got {validation_split}")
+            cut = len(x) - int(round(len(x) * validation_split))
+            if cut < 1 or cut == len(x):
+                raise ValueError(f"Trainer.fit: validation_split={validation_split} of {len(x)} "
+                                 f"samples leaves an empty training or validation set")
+            x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
+        else:
+            x_val = y_val = None
+
+        if seed is None:
+            seed = self._checkpoint_seed
+        if seed is None:
+            seed = int(as_generator(None).integers(2**63))
+        self.seed, self._checkpoint_seed = int(seed), None
+        if initial_epoch == 0:
+            self.history = History()
+        else:
+            self.history.truncate(initial_epoch)
+        self.epoch, self.stop_training = initial_epoch, False
+        callbacks = list(callbacks)
+
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(initial_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(self, epoch)
+            start = time.perf_counter()
+            loss, accuracy = self._train_epoch(x, y, epoch, epochs, batch_size, shuffle, augment, verbose)
+            rate = len(x) / max(time.perf_counter() - start, 1e-9)
+            logs = {"loss": loss, "accuracy": accuracy, "lr": self.optimizer.lr}
+            if x_val is not None:
+                val = self.evaluate(x_val, y_val, batch_size=max(batch_size, 256))
+                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            logs["time"] = time.perf_counter() - start
+            self.epoch = epoch + 1
+            self.history.append(epoch, logs)
+            if verbose:
+                print(format_epoch_line(epoch, epochs, logs, rate), flush=True)
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _train_epoch(self, x, y, epoch, epochs, batch_size, shuffle, augment, verbose):
+        """One pass over (x, y); returns the sample-weighted mean loss and accuracy."""
+        n = len(x)
+        order = (np.random.default_rng([self.seed, epoch, _SHUFFLE]).permutation(n)
+                 if shuffle else np.arange(n))
+        for i, layer in enumerate(self.model.layers):
+            if isinstance(getattr(layer, "rng", None), np.random.Generator):  # Dropout
+                layer.rng = np.random.default_rng([self.seed, epoch, _DROPOUT, i])
+        augment_rng = np.random.default_rng([self.seed, epoch, _AUGMENT])
+        batches = math.ceil(n / batch_size)
+        bar = None
+        if verbose == 1:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=False,
+                       file=sys.stderr, dynamic_ncols=True)
+        total_loss = total_correct = 0.0
+        seen = 0
+        start = time.perf_counter()
+        try:
+            for b in range(batches):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = augment(xb, augment_rng)
+                self.model.zero_grad()
+                out = self.model.forward(xb, training=True)
+                value = self.loss.forward(out, self._target(yb, out))
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"the loss became {value} at epoch {epoch + 1}, batch {b + 1} of {batches} "
+                        f"(lr {self.optimizer.lr:g}); lower the learning rate or check the data "
+                        f"for NaN/inf")
+                self.model.backward(self.loss.backward())
+                self.optimizer.step()
+                total_loss += value * len(idx)
+                total_correct += self._correct(out, yb)
+                seen += len(idx)
+                if bar is not None:
+                    rate = seen / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix_str(f"loss {total_loss / seen:.4f} acc {total_correct / seen:.4f} "
+                                        f"{rate:.0f} img/s", refresh=False)
+                    bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return total_loss / n, total_correct / n
+
+    # --- evaluation ------------------------------------------------------------------------
+
+    def evaluate(self, x, y, batch_size: int = 256) -> dict:
+        """Mean loss and accuracy over (x, y) in inference mode: ``{"loss": ..., "accuracy": ...}``.
+
+        Accuracy is NaN for losses without classes (MSELoss).
+        """
+        x, y = self._check_data(x, y, "evaluate")
+        total_loss = total_correct = 0.0
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = self.model.forward(xb, training=False)
+            total_loss += self.loss.forward(out, self._target(yb, out)) * len(xb)
+            total_correct += self._correct(out, yb)
+        return {"loss": total_loss / len(x), "accuracy": total_correct / len(x)}
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities for x (N, C, H, W) as a host NumPy array.
+
+        ``SoftmaxCrossEntropy``: softmax of the logits, (N, classes).
+        ``BinaryCrossEntropyWithLogits``: sigmoid of the logits, shaped like them
+        ((N, 1) for a single-logit binary model). Other losses: the raw outputs.
+        """
+        x = np.asarray(x)
+        outs = []
+        for start in range(0, len(x), batch_size):
+            out = self.backend.to_numpy(self.model.forward(x[start:start + batch_size], training=False))
+            outs.append(out.astype(np.float64))
+        out = np.concatenate(outs) if outs else np.zeros((0,))
+        if isinstance(self.loss, SoftmaxCrossEntropy):
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            out = e / e.sum(axis=1, keepdims=True)
+        elif isinstance(self.loss, BinaryCrossEntropyWithLogits):
+            out = 0.5 * (1.0 + np.tanh(0.5 * out))  # the sigmoid, without overflow
+        return out.astype(self.model.dtype)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, path) -> None:
+        """Write model, optimizer state, finished epochs, seed and history to ``path`` atomically.
+
+        The file is a normal model file: ``gpucnn.load_model`` reads it too.
+        """
+        extra = {f"optimizer.{k}": v for k, v in self.optimizer.state_dict().items()}
+        extra["trainer.epoch"] = np.int64(self.epoch)
+        extra["trainer.seed"] = np.array(str(self.seed))  # seeds may exceed int64
+        extra["trainer.history"] = np.array(json.dumps(self.history.to_dict()))
+        self.model.save(path, extra=extra)
+
+    def load_checkpoint(self, path) -> int:
+        """Restore what ``save_checkpoint`` wrote; returns the number of finished epochs.
+
+        Resume with ``fit(..., epochs=E, initial_epoch=trainer.load_checkpoint(path))``:
+        with the same data and settings the result equals an uninterrupted run.
+        Raises ValueError when the file was written for another architecture or
+        lacks the trainer state (a plain ``model.save`` file).
+        """
+        arrays = read_checkpoint(path)
+        where = f"checkpoint {os.fspath(path)!r}"
+        if json.loads(str(arrays["config"])) != json.loads(json.dumps(self.model.get_config())):
+            raise ValueError(f"{where} was written for another architecture than this trainer's model")
+        if "extra.trainer.epoch" not in arrays:
+            raise ValueError(f"{where} holds weights only (no optimizer or trainer state); "
+                             f"load it with gpucnn.load_model instead")
+        self.model.load_state_arrays({k[len("weights."):]: v for k, v in arrays.items()
+                                      if k.startswith("weights.")}, source=where)
+        self.optimizer.load_state_dict({k[len("extra.optimizer."):]: v for k, v in arrays.items()
+                                        if k.startswith("extra.optimizer.")})
+        self.epoch = int(arrays["extra.trainer.epoch"])
+        self._checkpoint_seed = int(str(arrays["extra.trainer.seed"]))
+        self.history = History.from_dict(json.loads(str(arrays["extra.trainer.history"])))
+        return self.epoch
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _check_data(self, x, y, where):
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise ValueError(f"Trainer.{where}: x has {len(x)} samples but y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError(f"Trainer.{where}: got an empty data set")
+        return x, y
+
+    def _target(self, yb, out):
+        """Labels as the loss wants them: (N,) ints for softmax, else shaped like the output."""
+        if not isinstance(self.loss, SoftmaxCrossEntropy) and yb.size == out.size:
+            return yb.reshape(out.shape).astype(out.dtype)
+        return yb
+
+    def _correct(self, out, yb) -> float:
+        """How many samples of the batch the model classified right (NaN without classes)."""
+        if isinstance(self.loss, SoftmaxCrossEntropy):
+            pred = self.backend.to_numpy(out.argmax(axis=1))
+            return float((pred == yb).sum())
+        if isinstance(self.loss, BinaryCrossEntropyWithLogits):
+            pred = self.backend.to_numpy(out > 0).reshape(len(yb), -1)
+            return float((pred == (yb.reshape(len(yb), -1) > 0.5)).mean(axis=1).sum())
+        return math.nan
+
+
+def format_epoch_line(epoch: int, epochs: int, logs: dict, rate: float) -> str:
+    """``epoch 3/20  loss 0.1234  accuracy 0.9650  val_loss ...  lr 1.00e-03  1.2 s  1200 img/s``.
+
+    ``rate`` is the training throughput in images per second; the time is the
+    whole epoch's, validation included.
+    """
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        value = logs.get(key, math.nan)
+        if not math.isnan(value):
+            parts.append(f"{key} {value:.4f}")
+    parts.append(f"lr {logs['lr']:.2e}")
+    parts.append(f"{logs['time']:.1f} s")
+    parts.append(f"{rate:.0f} img/s")
+    return "  ".join(parts)
