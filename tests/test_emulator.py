@@ -151,6 +151,34 @@ def test_warp_mask_without_own_lane_is_reported(bugs_module):
     assert "does not name its own lane" in str(info.value)
 
 
+def test_failed_assert_ends_the_launch_with_thread_and_line(bugs_module):
+    path = KERNELS / "barrier_bugs.cu"
+    kernel = bugs_module.get_function("assert_positive")
+    assert not kernel.needs_fibers
+    x = np.ones(100, np.float32)
+    y = np.zeros(100, np.float32)
+    kernel(4, 32, (x, y, np.int32(100)))
+    np.testing.assert_array_equal(y, 1.0)
+    x[70] = -1.0
+    with pytest.raises(EmulatorLaunchError) as info:
+        kernel(4, 32, (x, y, np.int32(100)))
+    message = str(info.value)
+    assert "assert_positive" in message and "block (2,0,0)" in message and "threadIdx 6,0,0" in message
+    assert f"assert(x[i] > 0.0f) failed at {path}:{line_of(path, 'assert')}" in message
+
+
+def test_trap_in_a_fiber_kernel_ends_the_launch(bugs_module):
+    path = KERNELS / "barrier_bugs.cu"
+    kernel = bugs_module.get_function("trap_before_barrier")
+    assert kernel.needs_fibers
+    with pytest.raises(EmulatorLaunchError) as info:
+        kernel(1, 64, (np.zeros(64, np.float32),))
+    assert f"thread 37 (threadIdx 37,0,0): __trap() at {path}:{line_of(path, 'trap')}" in str(info.value)
+    out = np.zeros(32, np.float32)
+    kernel(1, 32, (out,))  # no thread 37: the module still works after the abandoned launch
+    np.testing.assert_array_equal(out, 1.0)
+
+
 # --- shared memory starts as poison ----------------------------------------------
 
 

@@ -65,3 +65,18 @@ extern "C" __global__ void shuffle_mask_without_self(int* out) {
   const int lane = threadIdx.x % 32;
   out[threadIdx.x] = __shfl_sync(0x0000ffffu, lane, 0);  // <- line:bad-mask
 }
+
+// A failed device-side assert, in a plain-loop kernel.
+extern "C" __global__ void assert_positive(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  assert(x[i] > 0.0f);  // <- line:assert
+  y[i] = sqrtf(x[i]);
+}
+
+// A trap in a kernel with a barrier (so it runs as fibers).
+extern "C" __global__ void trap_before_barrier(float* y) {
+  if (threadIdx.x == 37) __trap();  // <- line:trap
+  __syncthreads();
+  y[threadIdx.x] = 1.0f;
+}

@@ -38,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cassert>  // for its include guard: the emulator's assert is defined below
 #include <type_traits>
 #include <utility>
 
@@ -337,7 +338,6 @@ enum Op : int {
   kBallot,
   kAny,
   kAll,
-  kTrap,
 };
 
 constexpr size_t kMaxDynamicShared = 227 * 1024;  // the largest opt-in on current GPUs (sm_90)
@@ -363,6 +363,9 @@ int launch_grid(const char* name, const LaunchConfig* cfg, void** args, void (*p
 // needs fibers.
 extern "C" uint64_t gpucnn_emu_collective(int op, const char* file, int line, unsigned mask, uint64_t value,
                                           int arg, int width);
+
+// Ends the launch: the calling thread reports `what` at file:line.
+extern "C" [[noreturn]] void gpucnn_emu_trap(const char* what, const char* file, int line);
 
 // Called (through the code build.py appends after every `__shared__`
 // declaration) each time a thread passes the declaration of a static shared
@@ -518,7 +521,17 @@ template <class... A> static const char* signature_of(void (*)(A...)) {
   ::gpucnn_emu::shfl(::gpucnn_emu::kShflDown, __FILE__, __LINE__, (mask), (var), __VA_ARGS__)
 #define __shfl_xor_sync(mask, var, ...) \
   ::gpucnn_emu::shfl(::gpucnn_emu::kShflXor, __FILE__, __LINE__, (mask), (var), __VA_ARGS__)
-#define __trap() ((void)GPUCNN_EMU_COLL(kTrap, 0u, 0u, 0, 0))
+
+// A trap or a failed assert ends the launch with an EmulatorLaunchError naming
+// the thread and the line (instead of aborting the Python process).
+#define __trap() ::gpucnn_emu::gpucnn_emu_trap("__trap()", __FILE__, __LINE__)
+#undef assert
+#ifdef NDEBUG
+#define assert(e) ((void)0)
+#else
+#define assert(e) \
+  (static_cast<bool>(e) ? (void)0 : ::gpucnn_emu::gpucnn_emu_trap("assert(" #e ") failed", __FILE__, __LINE__))
+#endif
 
 // Last, so that system headers included above still see GCC's own spelling.
 #define __noinline__ __attribute__((noinline))

@@ -68,8 +68,8 @@ static const char* op_name(int op) {
   static const char* const names[] = {"__syncthreads()", "__syncthreads_count()", "__syncthreads_and()",
                                       "__syncthreads_or()", "__syncwarp()", "__shfl_sync()",
                                       "__shfl_up_sync()", "__shfl_down_sync()", "__shfl_xor_sync()",
-                                      "__ballot_sync()", "__any_sync()", "__all_sync()", "__trap()"};
-  return (op >= 0 && op <= kTrap) ? names[op] : "?";
+                                      "__ballot_sync()", "__any_sync()", "__all_sync()"};
+  return (op >= 0 && op <= kAll) ? names[op] : "?";
 }
 
 
@@ -97,7 +97,7 @@ struct Fiber {
 #endif
 };
 
-constexpr size_t kFiberStackBytes = 256 * 1024;
+constexpr size_t kFiberStackBytes = 128 * 1024;  // GPU threads have little local memory
 
 struct Runtime {
   pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;  // one launch at a time (ctypes drops the GIL)
@@ -374,9 +374,8 @@ static void set_error(const Text& what) {
 // Every barrier and warp function goes through this one non-inlinable function,
 // which is what build.py looks for in a kernel's call graph to decide that the
 // kernel needs fibers.
-extern "C" uint64_t gpucnn_emu_collective(int op, const char* file, int line,
-                                                                         unsigned mask, uint64_t value, int arg,
-                                                                         int width) {
+extern "C" uint64_t gpucnn_emu_collective(int op, const char* file, int line, unsigned mask, uint64_t value,
+                                          int arg, int width) {
   if (!rt.fibers_mode) {
     // The static analysis said this kernel never reaches a collective: it ran
     // as a plain loop, so this call cannot be honoured. Never happens unless
@@ -394,9 +393,21 @@ extern "C" uint64_t gpucnn_emu_collective(int op, const char* file, int line,
   f->value = value;
   f->arg = arg;
   f->width = width;
-  f->state = op == kTrap ? kTrapped : (op < kFirstWarpOp ? kWaitBlock : kWaitWarp);
+  f->state = op < kFirstWarpOp ? kWaitBlock : kWaitWarp;
   yield_to_scheduler(f);
   return f->result;
+}
+
+extern "C" [[noreturn]] void gpucnn_emu_trap(const char* what, const char* file, int line) {
+  const uint3 t = thread_idx;
+  const unsigned linear = t.x + t.y * block_dim.x + t.z * block_dim.x * block_dim.y;
+  set_error(Text("thread ") + num(linear) + " (threadIdx " + num(t.x) + "," + num(t.y) + "," + num(t.z) + "): " +
+            what + " at " + file + ":" + num(line));
+  if (!rt.fibers_mode) std::longjmp(rt.plain_escape, 1);
+  Fiber* f = rt.current;
+  f->state = kTrapped;  // the scheduler abandons the launch and never resumes this fiber
+  yield_to_scheduler(f);
+  __builtin_trap();
 }
 
 // Completes the warp collective of the lanes named by fiber `f`'s mask if all
@@ -483,16 +494,17 @@ static const Fiber* first_in_state(const Fiber* fibers, State state) {
 static bool run_block_fibers(unsigned n) {
   Fiber* fibers = rt.fibers;
   for (;;) {
-    for (unsigned i = 0; i < n; ++i)
-      if (fibers[i].state == kRunnable) resume_fiber(&fibers[i]);
+    for (unsigned i = 0; i < n; ++i) {
+      if (fibers[i].state != kRunnable) continue;
+      resume_fiber(&fibers[i]);
+      if (fibers[i].state == kTrapped) return false;  // gpucnn_emu_trap has set the error
+    }
     // Every thread now waits at a collective or has finished.
-    unsigned done = 0, at_block = 0, at_warp = 0;
+    unsigned done = 0, at_warp = 0;
     for (unsigned i = 0; i < n; ++i) {
       switch (fibers[i].state) {
         case kDone: ++done; break;
-        case kWaitBlock: ++at_block; break;
         case kWaitWarp: ++at_warp; break;
-        case kTrapped: set_error(thread_list(n, [&](unsigned j) { return j == i; }) + " called " + site(fibers[i])); return false;
         default: break;
       }
     }
