@@ -13,7 +13,6 @@ the kernel declares.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,42 +52,38 @@ DEFAULT_MAX_DYNAMIC_SHARED = 48 * 1024  # without cudaFuncAttributeMaxDynamicSha
 MAX_DYNAMIC_SHARED = 227 * 1024  # the largest opt-in (sm_90); matches kMaxDynamicShared
 
 
-@dataclass(frozen=True)
 class Param:
-    """One kernel parameter: its declared name and type, and the compiled type code."""
+    """One kernel parameter: its declared name and type, and its compiled type code.
 
-    name: str
-    declared: str
-    pointer: bool
-    const: bool
-    code: str  # "f4", "i8", "v", "f4x4" (a vector type), "?N" (unsupported)
+    code: "f4", "i8", "b1", ... (NumPy dtype strings), "v" (void), "f4x4" (a
+    vector type such as float4) or "?" (a type the launcher cannot pass).
+    """
 
-    @property
-    def dtype(self):
-        """The NumPy dtype of the value (scalar) or of the elements (pointer); None for void."""
-        base = self.code.split("x")[0]
-        return None if base == "v" or base.startswith("?") else np.dtype(base)
+    __slots__ = ("index", "name", "declared", "pointer", "const", "code", "dtype", "alignment")
 
-    def describe(self, index: int) -> str:
-        return f"argument {index} ({self.declared} {self.name})"
+    def __init__(self, index: int, name: str, declared: str, pointer: bool, const: bool, code: str):
+        self.index, self.name, self.declared = index, name, declared
+        self.pointer, self.const, self.code = pointer, const, code
+        base, _, lanes = code.partition("x")
+        # dtype of the value (scalar) or of the elements (pointer); None for void and unknown types.
+        self.dtype = None if base in ("v", "?") else np.dtype(base)
+        # CUDA aligns a vector type (float2, float4, ...) to its whole size up to 16 bytes, a
+        # 3-vector and a scalar to the element size.
+        size = self.dtype.itemsize if self.dtype is not None else 1
+        self.alignment = size if lanes in ("", "3") else min(16, size * int(lanes))
+
+    def where(self, kernel: str) -> str:
+        return f"kernel '{kernel}' argument {self.index} ({self.declared} {self.name})"
 
 
 def _parse_signature(signature: str, names, declared) -> tuple[Param, ...]:
     params = []
     for i, entry in enumerate(filter(None, signature.split(";"))):
         kind, code = entry.split(":")
-        params.append(Param(names[i] if i < len(names) else f"arg{i}",
+        params.append(Param(i, names[i] if i < len(names) else f"arg{i}",
                             declared[i] if i < len(declared) else _C_NAMES.get(code, code),
                             kind.startswith("p"), kind == "pc", code))
     return tuple(params)
-
-
-def _alignment(code: str) -> int:
-    """CUDA's alignment of a pointee: its size, or for vector types (float2, float4, ...) the
-    size of the whole vector up to 16 bytes, except 3-vectors, aligned as their element."""
-    base, _, lanes = code.partition("x")
-    size = np.dtype(base).itemsize
-    return size if lanes in ("", "3") else min(16, size * int(lanes))
 
 
 def _dims(value, what: str, kernel: str) -> tuple[int, int, int]:
@@ -142,7 +137,7 @@ class Kernel:
             expected = ", ".join(f"{p.declared} {p.name}" for p in self.params)
             raise TypeError(f"kernel '{self.name}' takes {len(self.params)} arguments ({expected}), "
                             f"got {len(args)}")
-        holders = [self._convert(i, p, a) for i, (p, a) in enumerate(zip(self.params, args))]
+        holders = [self._convert(p, a) for p, a in zip(self.params, args)]
         pointers = (ctypes.c_void_p * max(1, len(holders)))(*[ctypes.addressof(h) for h in holders])
         config = LaunchConfig((ctypes.c_uint32 * 3)(*grid3), (ctypes.c_uint32 * 3)(*block3),
                               int(shared_mem), int(self.needs_fibers))
@@ -165,63 +160,71 @@ class Kernel:
                              f"limit of {limit} (raise kernel.max_dynamic_shared_size_bytes, as on a GPU, "
                              f"up to {MAX_DYNAMIC_SHARED})")
 
-    def _convert(self, index: int, param: Param, value):
+    def _convert(self, param: Param, value):
         """A ctypes object holding the bytes a GPU launch would receive for ``value``."""
-        where = f"kernel '{self.name}' {param.describe(index)}"
         if param.pointer:
-            return ctypes.c_void_p(self._pointer(where, param, value))
-        if param.code not in _CTYPES:
-            raise TypeError(f"{where}: parameters of this type cannot be passed by the launcher")
+            return ctypes.c_void_p(self._pointer(param, value))
         expected = param.dtype
         if isinstance(value, np.generic):
-            if value.dtype != expected:
-                raise TypeError(f"{where} needs numpy.{expected.name}, got numpy.{value.dtype.name} "
-                                f"(a GPU would read {expected.itemsize} of its {value.dtype.itemsize} bytes)")
+            if value.dtype != expected or param.code not in _CTYPES:
+                raise self._scalar_error(param, value)
             return _CTYPES[param.code](value.item())
-        if isinstance(value, np.ndarray):
-            raise TypeError(f"{where} is a scalar; got an array of shape {value.shape}")
-        if isinstance(value, bool):
-            if param.code == "b1":
-                return ctypes.c_bool(value)
-            raise TypeError(f"{where} needs numpy.{expected.name}, got a Python bool")
-        if isinstance(value, int):
-            if param.code != "i8":
-                raise TypeError(f"{where} needs numpy.{expected.name}({value}), not a Python int: CuPy passes "
-                                f"a Python int as an 8-byte int64 where the kernel reads a {expected.itemsize}"
-                                f"-byte {_C_NAMES[param.code]}")
+        if param.code == "i8" and isinstance(value, int) and not isinstance(value, bool):
             if not -2**63 <= value < 2**63:
-                raise OverflowError(f"{where}: {value} does not fit in int64")
+                raise OverflowError(f"{param.where(self.name)}: {value} does not fit in int64")
             return ctypes.c_int64(value)
-        if isinstance(value, float):
-            if param.code != "f8":
-                raise TypeError(f"{where} needs numpy.{expected.name}({value}), not a Python float: CuPy passes "
-                                f"a Python float as an 8-byte double where the kernel reads a "
-                                f"{expected.itemsize}-byte {_C_NAMES.get(param.code, param.code)}")
+        if param.code == "f8" and isinstance(value, float):
             return ctypes.c_double(value)
-        raise TypeError(f"{where} needs numpy.{expected.name}, got {type(value).__name__}")
+        if param.code == "b1" and isinstance(value, bool):
+            return ctypes.c_bool(value)
+        raise self._scalar_error(param, value)
 
-    def _pointer(self, where: str, param: Param, value) -> int:
+    def _scalar_error(self, param: Param, value) -> TypeError:
+        where = param.where(self.name)
+        if param.code not in _CTYPES:
+            return TypeError(f"{where}: parameters of this type cannot be passed by the launcher")
+        expected = param.dtype
+        c_name = _C_NAMES[param.code]
+        if isinstance(value, np.generic):
+            return TypeError(f"{where} needs numpy.{expected.name}, got numpy.{value.dtype.name} "
+                             f"(a GPU would read {expected.itemsize} of its {value.dtype.itemsize} bytes)")
+        if isinstance(value, np.ndarray):
+            return TypeError(f"{where} is a scalar; got an array of shape {value.shape}")
+        if isinstance(value, bool):
+            return TypeError(f"{where} needs numpy.{expected.name}, got a Python bool")
+        if isinstance(value, int):
+            return TypeError(f"{where} needs numpy.{expected.name}({value}), not a Python int: CuPy passes a "
+                             f"Python int as an 8-byte int64 where the kernel reads a {expected.itemsize}-byte "
+                             f"{c_name}")
+        if isinstance(value, float):
+            return TypeError(f"{where} needs numpy.{expected.name}({value}), not a Python float: CuPy passes a "
+                             f"Python float as an 8-byte double where the kernel reads a {expected.itemsize}-byte "
+                             f"{c_name}")
+        return TypeError(f"{where} needs numpy.{expected.name}, got {type(value).__name__}")
+
+    def _pointer(self, param: Param, value) -> int:
         if value is None:
             return 0
         if not isinstance(value, np.ndarray):
             hint = (" (a CuPy array: the emulator runs on NumPy arrays)"
                     if hasattr(value, "__cuda_array_interface__") else "")
-            raise TypeError(f"{where} is a pointer and needs a NumPy array, got {type(value).__name__}{hint}")
-        if param.code.startswith("?"):
-            raise TypeError(f"{where}: pointers to this type cannot be passed by the launcher")
+            raise TypeError(f"{param.where(self.name)} is a pointer and needs a NumPy array, "
+                            f"got {type(value).__name__}{hint}")
+        if param.code == "?":
+            raise TypeError(f"{param.where(self.name)}: pointers to this type cannot be passed by the launcher")
         if param.dtype is not None and value.dtype != param.dtype:
-            raise TypeError(f"{where} needs a {param.dtype.name} array, got {value.dtype.name}")
-        if not value.flags.c_contiguous:
-            raise TypeError(f"{where} needs a C-contiguous array (shape {value.shape}, strides {value.strides})")
-        if not param.const and not value.flags.writeable:
-            raise TypeError(f"{where} points to mutable data but the array is read-only "
+            raise TypeError(f"{param.where(self.name)} needs a {param.dtype.name} array, got {value.dtype.name}")
+        flags = value.flags
+        if not flags.c_contiguous:
+            raise TypeError(f"{param.where(self.name)} needs a C-contiguous array "
+                            f"(shape {value.shape}, strides {value.strides})")
+        if not param.const and not flags.writeable:
+            raise TypeError(f"{param.where(self.name)} points to mutable data but the array is read-only "
                             "(declare the parameter const if the kernel only reads it)")
-        address = value.ctypes.data
-        if param.dtype is not None:
-            alignment = _alignment(param.code)
-            if value.size and address % alignment:
-                raise TypeError(f"{where}: the array's data address is not {alignment}-byte aligned "
-                                "(a GPU raises a misaligned address error)")
+        address = value.__array_interface__["data"][0]
+        if address % param.alignment and value.size:
+            raise TypeError(f"{param.where(self.name)}: the array's data address is not {param.alignment}-byte "
+                            "aligned (a GPU raises a misaligned address error)")
         return address
 
 

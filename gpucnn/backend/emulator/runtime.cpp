@@ -112,7 +112,6 @@ struct Runtime {
   void* scheduler_sp = nullptr;
   void (*thunk)(void*) = nullptr;
   void* thunk_ctx = nullptr;
-  unsigned nthreads = 0;
 #if GPUCNN_EMU_ASAN
   void* scheduler_fake_stack = nullptr;
   const void* scheduler_stack_bottom = nullptr;
@@ -567,7 +566,6 @@ static int run_grid_fibers(const LaunchConfig* cfg, void (*thunk)(void*), void* 
   }
   rt.thunk = thunk;
   rt.thunk_ctx = ctx;
-  rt.nthreads = n;
   rt.fibers_mode = true;
   for (unsigned bz = 0; bz < cfg->grid[2]; ++bz)
     for (unsigned by = 0; by < cfg->grid[1]; ++by)
