@@ -116,6 +116,46 @@ def test_plain_loop_guard_fails_loudly_if_analysis_were_wrong(bugs_module):
         kernel.needs_fibers = True
 
 
+@pytest.fixture(scope="module")
+def features_module():
+    return load_module(KERNELS / "features.cu")
+
+
+def test_kernels_from_macros_blocks_and_templates_are_found(features_module):
+    assert features_module.kernel_names == ("add_mirrored_f32", "add_mirrored_f64", "namespace_shared_roundtrip",
+                                            "vector_types")
+
+
+@pytest.mark.parametrize("suffix, dtype", [("f32", np.float32), ("f64", np.float64)])
+def test_template_device_function_with_shared_array(features_module, rng, suffix, dtype):
+    x = rng.standard_normal(128).astype(dtype)
+    y = np.zeros_like(x)
+    features_module.get_function(f"add_mirrored_{suffix}")(2, 64, (x, y))
+    np.testing.assert_array_equal(y, x + x.reshape(2, 64)[:, ::-1].ravel())
+
+
+def test_namespace_scope_shared_variable_is_poisoned_per_block(features_module):
+    y = np.zeros(128, np.float32)
+    features_module.get_function("namespace_shared_roundtrip")(2, 64, (y,))
+    lane = np.arange(128) % 64
+    np.testing.assert_array_equal(y, np.where(lane % 2 == 0, lane, np.nan))
+
+
+def test_vector_type_pointers_and_scalar_types(features_module, rng):
+    kernel = features_module.get_function("vector_types")
+    x = rng.standard_normal((10, 4)).astype(np.float32)
+    y = np.full((10, 2), np.nan, np.float32)
+    kernel(1, 32, (x, y, np.uint32(10), 0.5, True))  # Python float for double, bool for bool: as CuPy
+    np.testing.assert_allclose(y[:, 0], (x[:, 0] + x[:, 1]) * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(y[:, 1], x[:, 2] * x[:, 3] * 0.5, rtol=1e-6)
+    kernel(1, 32, (x, y, np.uint32(10), np.float64(2), np.bool_(False)))
+    assert not y.any()
+    with pytest.raises(TypeError, match="needs numpy.uint32, got numpy.int32"):
+        kernel(1, 32, (x, y, np.int32(10), 0.5, True))
+    with pytest.raises(TypeError, match="16-byte aligned"):
+        kernel(1, 32, (x.ravel()[1:37], y, np.uint32(9), 0.5, True))
+
+
 # --- barrier bugs are reported with their lines --------------------------------
 
 

@@ -7,7 +7,7 @@
 // `extern "C" __global__` kernel and compiles the result into a shared library
 // that Python calls through ctypes.
 //
-// Execution model (see launch() below):
+// Execution model (launch() below, launch_grid() in runtime.cpp):
 //   - blocks run one after another, in blockIdx order, on the calling OS thread;
 //   - a kernel that can never reach a barrier or warp function (decided by the
 //     build step from the object file's call graph) runs its threads as a plain
