@@ -40,12 +40,15 @@ def _asan_loaded() -> bool:
 def asan_environment() -> dict[str, str]:
     """Environment variables that let a child Python process load sanitized modules.
 
-    ``LD_PRELOAD`` puts the compiler's libasan first (so NumPy's buffers get
+    Raises EmulatorError when the compiler ships no libasan. ``LD_PRELOAD``
+    puts the compiler's libasan first (so NumPy's buffers get
     redzones too) and ``ASAN_OPTIONS`` turns off leak checking, which would
     report the interpreter's own allocations at exit.
     """
     libasan = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True,
                              text=True, check=True).stdout.strip()
+    if not os.path.isabs(libasan) or not os.path.exists(libasan):
+        raise EmulatorError(f"{compiler()} has no AddressSanitizer runtime (libasan.so not found)")
     return {"LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0", "GPUCNN_EMU_ASAN": "1"}
 
 
