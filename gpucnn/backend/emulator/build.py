@@ -196,8 +196,8 @@ def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibra
     with tempfile.TemporaryDirectory(dir=directory, prefix="build-") as tmp:
         tmp = Path(tmp)
         preprocessed = tmp / "preprocessed.ii"
-        _run([cxx, "-E", *mode_flags, *flags, "-include", str(HEADER), "-x", "c++", str(src), "-o", str(preprocessed)],
-             "preprocessing", src)
+        _run([cxx, "-E", *mode_flags, *flags, "-include", str(HEADER), "-x", "c++", str(src),
+              "-o", str(preprocessed)], "preprocessing", src)
         text = preprocessed.read_text(errors="replace")
         deps = {p: _file_hash(p) for p in source.dependencies(text)
                 if Path(p).resolve() != HEADER.resolve()}
@@ -220,9 +220,7 @@ def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibra
                      "needs_fibers": needs_fibers[k.name]} for k in kernels],
     }
     _write_atomically(manifest_path, json.dumps(manifest, indent=1).encode())
-    result = _load_manifest(manifest_path)
-    assert result is not None
-    return BuiltLibrary(result.path, result.kernels, result.needs_fibers, compiled=True)
+    return BuiltLibrary(directory / lib_name, tuple(kernels), needs_fibers, compiled=True)
 
 
 def _load_manifest(path: Path) -> BuiltLibrary | None:

@@ -233,7 +233,9 @@ static inline unsigned int __brev(unsigned int x) {
 static inline int __mul24(int a, int b) { return (int)((long long)(a << 8 >> 8) * (b << 8 >> 8)); }
 static inline unsigned int __umul24(unsigned int a, unsigned int b) { return (a & 0xffffffu) * (b & 0xffffffu); }
 static inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
-static inline unsigned int __umulhi(unsigned int a, unsigned int b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+  return (unsigned)(((unsigned long long)a * b) >> 32);
+}
 static inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
 static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
   return (unsigned long long)(((unsigned __int128)a * b) >> 64);
@@ -282,7 +284,9 @@ GPUCNN_EMU_ATOMIC_INT(int)
 GPUCNN_EMU_ATOMIC_INT(unsigned int)
 GPUCNN_EMU_ATOMIC_INT(unsigned long long)
 static inline int atomicSub(int* p, int v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
-static inline unsigned int atomicSub(unsigned int* p, unsigned int v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
+static inline unsigned int atomicSub(unsigned int* p, unsigned int v) {
+  return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);
+}
 #define GPUCNN_EMU_ATOMIC_FLOAT(T)                                                                        \
   static inline T atomicAdd(T* p, T v) { return gpucnn_emu::atomic_update(p, [v](T o) { return o + v; }); } \
   static inline T atomicExch(T* p, T v) {                                                                 \
@@ -461,7 +465,8 @@ template <class T> static const char* type_code() {
   constexpr unsigned size_log2 = sizeof(U) == 1 ? 0 : sizeof(U) == 2 ? 1 : sizeof(U) == 4 ? 2 : 3;
   if constexpr (std::is_void_v<U>) return "v";
   else if constexpr (std::is_same_v<U, bool>) return "b1";
-  else if constexpr (std::is_floating_point_v<U> && (sizeof(U) == 4 || sizeof(U) == 8)) return sizeof(U) == 4 ? "f4" : "f8";
+  else if constexpr (std::is_same_v<U, float>) return "f4";
+  else if constexpr (std::is_same_v<U, double>) return "f8";
   else if constexpr (std::is_integral_v<U> && sizeof(U) <= 8) {
     constexpr const char* signed_codes[] = {"i1", "i2", "i4", "i8"};
     constexpr const char* unsigned_codes[] = {"u1", "u2", "u4", "u8"};

@@ -5,10 +5,11 @@ its own section, and every call, address-taken function or referenced table
 shows up as a relocation from one section to the symbol of another. A kernel
 needs fibers when the section of its symbol reaches, through these edges, the
 function ``gpucnn_emu_collective`` (the one function every barrier and warp
-intrinsic calls; defined in runtime.cpp, so an undefined symbol here). Working on the compiler's output rather than the source text
-sees through macros, templates, inlining and clones; following every reference,
-not only calls, keeps the answer conservative. The runtime guard in cuda_emu.h
-backs it up.
+intrinsic calls; defined in runtime.cpp, so an undefined symbol here).
+Working on the compiler's output rather than the source text sees through
+macros, templates, inlining and clones; following every reference, not only
+calls, keeps the answer conservative. The runtime guard in runtime.cpp backs
+it up.
 """
 
 from __future__ import annotations
