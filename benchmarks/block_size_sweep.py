@@ -19,7 +19,6 @@ times say nothing about a GPU).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path

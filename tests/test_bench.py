@@ -73,14 +73,20 @@ def test_tiny_run_writes_one_record_per_op_and_case(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_numpy_reference_and_filters(tmp_path):
+def test_numpy_reference_filters_and_one_thread(tmp_path):
+    import numba
+    threads_before = numba.get_num_threads()
     out = tmp_path / "out.json"
     status = bench_main(["--backend", "cpu", "--batch", "2", "--repeats", "1", "--rounds", "2",
                          "--min-sample-ms", "0", "--reference", "numpy", "--ops", "conv,pool", "--cases", "L2,P3",
-                         "--json", str(out)])
+                         "--threads", "1", "--json", str(out)])
     assert status == 0
     data = json.loads(out.read_text())
     pairs = _check_records(data, "numpy")
+    assert "numba 1" in data["meta"]["threads"]
+    assert "BLAS/OpenMP 1" in data["meta"]["backends"][0]["reference_threads"]
+    assert data["meta"]["backends"][0]["peak"]["device"].endswith(", 1 cores")
+    assert numba.get_num_threads() == threads_before  # the limit ends with the run
     assert pairs == _expected_pairs(workload.select(ids={"L2", "P3"}), ())
     assert all(r["samples"] == 2 for r in data["records"])  # one sample per round
 

@@ -8,6 +8,7 @@ them alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import sys
@@ -18,6 +19,7 @@ from . import end_to_end, report, workload
 from .peak import peak_for
 from .reference import LIBRARIES, ReferenceProcess
 from .suite import Settings, run_backend
+from .timing import limit_threads
 
 OP_FAMILIES = workload.FAMILIES + ("train",)
 
@@ -41,6 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="alternations ours/reference")
     parser.add_argument("--min-sample-ms", type=float, default=None,
                         help="shortest sample; shorter ops are called repeatedly within one (default 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per side (ours and the reference); the peak counts as many "
+                             "cores. On a busy machine --threads 1 gives steadier ratios (default: all)")
     parser.add_argument("--batch", type=int, default=None,
                         help="set every batch size to this (a tiny workload for tests)")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the records as JSON")
@@ -75,6 +80,8 @@ def _plan(args):
         settings.min_sample_s = args.min_sample_ms / 1e3
     if settings.repeats < 1 or settings.rounds < 1 or settings.min_sample_s < 0:
         raise ValueError("--repeats and --rounds must be positive, --min-sample-ms not negative")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError("--threads must be positive")
     train_batch = end_to_end.QUICK_BATCH if args.quick else end_to_end.BATCH
     if args.batch is not None:
         cases, train_batch = workload.with_batch(cases, args.batch), args.batch
@@ -131,6 +138,36 @@ def _list_kernels(backends, cases) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def _run_backends(args, backends, cases, models, settings, train_batch):
+    """(records, per-backend metadata) of every backend, each with its own reference process.
+
+    Returns (None, None) after reporting a failure of our side or of starting the reference.
+    """
+    records, backend_meta = [], []
+    for backend in backends:
+        # Before the reference starts: the bandwidth test wants quiet cores.
+        peak = peak_for(backend.name, threads=args.threads)
+        device = "cuda" if backend.name == "cuda" else "cpu"
+        ref = None if args.reference == "none" else ReferenceProcess(device, args.reference, args.threads)
+        try:
+            _warm_up(backend, cases)  # overlaps the reference's imports
+            info = None if ref is None else ref.info
+            print(f"gpucnn bench: {backend.name} on {peak.device}, reference "
+                  f"{info['reference'] if info else 'none'}", file=sys.stderr, flush=True)
+            records += run_backend(backend, cases, models, ref, peak, settings, train_batch, _progress)
+        except RuntimeError as err:
+            print(f"gpucnn bench: {err}", file=sys.stderr)
+            return None, None
+        finally:
+            if ref is not None:
+                ref.close()
+        backend_meta.append({"backend": backend.name, "peak": peak.to_dict(),
+                             "reference": None if info is None else info["reference"],
+                             "reference_threads": None if info is None else info.get("threads"),
+                             "reference_versions": None if info is None else info.get("versions")})
+    return records, backend_meta
+
+
 def run(args) -> int:
     """Run ``gpucnn bench`` with parsed ``args``; returns the exit status (2 for bad options)."""
     from ..backend import get_backend
@@ -146,31 +183,16 @@ def run(args) -> int:
         _list_kernels(backends, cases)
         return 0
 
-    records, backend_meta = [], []
-    for backend in backends:
-        peak = peak_for(backend.name)  # before the reference starts: the bandwidth test wants quiet cores
-        device = "cuda" if backend.name == "cuda" else "cpu"
-        ref = None if args.reference == "none" else ReferenceProcess(device, args.reference)
-        try:
-            _warm_up(backend, cases)  # overlaps the reference's imports
-            info = None if ref is None else ref.info
-            print(f"gpucnn bench: {backend.name} on {peak.device}, reference "
-                  f"{info['reference'] if info else 'none'}", file=sys.stderr, flush=True)
-            records += run_backend(backend, cases, models, ref, peak, settings, train_batch, _progress)
-        except RuntimeError as err:
-            print(f"gpucnn bench: {err}", file=sys.stderr)
-            return 1
-        finally:
-            if ref is not None:
-                ref.close()
-        backend_meta.append({"backend": backend.name, "peak": peak.to_dict(),
-                             "reference": None if info is None else info["reference"],
-                             "reference_versions": None if info is None else info.get("versions")})
-
+    with contextlib.ExitStack() as stack:
+        threads = None if args.threads is None else stack.enter_context(limit_threads(args.threads))
+        records, backend_meta = _run_backends(args, backends, cases, models, settings, train_batch)
+    if records is None:
+        return 1
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "quick": bool(args.quick), "settings": asdict(settings), "train_batch": train_batch,
+        "threads": threads or "default (all cores)",
         "workload": [workload.case_to_dict(c) for c in cases], "models": models,
         "backends": backend_meta, "versions": _versions(),
         "platform": platform.platform(), "total_s": time.perf_counter() - started,

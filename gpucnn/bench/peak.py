@@ -123,11 +123,17 @@ def _copy_bandwidth(nbytes: int = 128 * 2**20, repeats: int = 5) -> float:
     return 2 * nbytes / best
 
 
-def cpu_peak(measure_bandwidth: bool = True) -> Peak:
-    """The CPU's FP32 peak (cores x clock x FLOP/cycle) and its measured copy bandwidth."""
+def cpu_peak(measure_bandwidth: bool = True, threads: int | None = None) -> Peak:
+    """The CPU's FP32 peak (cores x clock x FLOP/cycle) and its measured copy bandwidth.
+
+    ``threads``: the benchmark runs with this many threads, so the peak is that of
+    ``min(threads, cores)`` cores (the copy bandwidth is one thread's either way).
+    """
     info = _cpuinfo()
     model = info[0].get("model name", platform.processor() or "unknown CPU") if info else platform.processor()
     cores = cpu_cores(info)
+    if threads is not None:
+        cores = min(cores, threads)
     clock, clock_source = cpu_clock_hz(info)
     flags = info[0].get("flags", "").split() if info else []
     per_cycle, assumption = cpu_flop_per_cycle(flags)
@@ -166,6 +172,6 @@ def gpu_peak(device: int | None = None) -> Peak:
     )
 
 
-def peak_for(backend_name: str, measure_bandwidth: bool = True) -> Peak:
-    """The peak of the device a backend computes on (``cuda-emu`` runs on the CPU)."""
-    return gpu_peak() if backend_name == "cuda" else cpu_peak(measure_bandwidth)
+def peak_for(backend_name: str, measure_bandwidth: bool = True, threads: int | None = None) -> Peak:
+    """The peak of the device a backend computes on (``cuda-emu`` runs on the CPU with ``threads``)."""
+    return gpu_peak() if backend_name == "cuda" else cpu_peak(measure_bandwidth, threads)

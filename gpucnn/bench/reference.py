@@ -24,6 +24,7 @@ im2col + matmul baseline of ``baseline.py`` instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,10 +34,13 @@ import traceback
 import numpy as np
 
 from . import baseline
-from .timing import Timing, WallClock, measure, torch_cuda_clock
+from .timing import Timing, WallClock, limit_threads, measure, torch_cuda_clock
 from .workload import case_from_dict, make_inputs
 
 LIBRARIES = ("auto", "torch", "numpy")
+
+# Request fields that say how to time, not what to run.
+TIMING_FIELDS = ("repeats", "warmup", "calls", "min_sample_s")
 
 
 # --- the worker ----------------------------------------------------------------------
@@ -155,14 +159,24 @@ def _kernels(library: str, device: str):
     return NumpyKernels(device)
 
 
-def serve(library: str, device: str, requests, reply) -> None:
-    """Answer ``requests`` (an iterable of JSON lines) through ``reply(dict)`` until "quit"."""
-    try:
-        kernels = _kernels(library, device)
-    except Exception as err:  # no torch, no GPU: the client reports it
-        reply({"error": f"{type(err).__name__}: {err}"})
-        return
-    reply({**kernels.describe(), "device": device})
+def serve(library: str, device: str, requests, reply, threads: int | None = None) -> None:
+    """Answer ``requests`` (an iterable of JSON lines) through ``reply(dict)`` until "quit".
+
+    ``threads`` limits the worker's thread pools (see ``timing.limit_threads``).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            kernels = _kernels(library, device)
+            limited = None if threads is None else stack.enter_context(limit_threads(threads))
+        except Exception as err:  # no torch, no GPU: the client reports it
+            reply({"error": f"{type(err).__name__}: {err}"})
+            return
+        reply({**kernels.describe(), "device": device, "threads": limited})
+        _answer(kernels, requests, reply)
+
+
+def _answer(kernels, requests, reply) -> None:
+    """The request loop of ``serve``."""
     prepared = {}
     for line in requests:
         request = json.loads(line)
@@ -170,18 +184,19 @@ def serve(library: str, device: str, requests, reply) -> None:
         if cmd == "quit":
             return
         try:
-            if cmd == "kernel":
-                case = case_from_dict(request["case"])
-                key = (case, request["op"], request.get("seed", 0))
-                if key not in prepared:
-                    prepared.clear()  # keep only one case's tensors alive
-                    prepared[key] = kernels.prepare(case, request["op"], request.get("seed", 0))
-                fn, algorithm = prepared[key]
-            elif cmd == "train":
-                from .end_to_end import torch_training_step
-                fn, algorithm = torch_training_step(kernels, request)
-            else:
-                raise ValueError(f"unknown command {cmd!r}")
+            # The rounds of one comparison reuse the tensors (and the model and optimizer state).
+            what = {k: v for k, v in request.items() if k not in TIMING_FIELDS}
+            key = json.dumps(what, sort_keys=True)
+            if key not in prepared:
+                prepared.clear()  # keep only one case's tensors alive
+                if cmd == "kernel":
+                    prepared[key] = kernels.prepare(case_from_dict(what["case"]), what["op"], what["seed"])
+                elif cmd == "train":
+                    from .end_to_end import torch_training_step
+                    prepared[key] = torch_training_step(kernels, what)
+                else:
+                    raise ValueError(f"unknown command {cmd!r}")
+            fn, algorithm = prepared[key]
             timing = measure(fn, kernels.clock, request["repeats"], request.get("warmup", 1),
                              request.get("min_sample_s", 1e-3), request.get("calls"))
             reply({"samples": timing.samples, "calls": timing.calls, "algorithm": algorithm})
@@ -195,6 +210,7 @@ def main(argv=None) -> int:
                                      description="Reference timing worker of gpucnn bench (JSON lines).")
     parser.add_argument("--library", choices=LIBRARIES, default="auto")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="limit the thread pools to this many")
     args = parser.parse_args(argv)
     # The protocol owns the original stdout; whatever a library prints goes to stderr.
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -204,7 +220,7 @@ def main(argv=None) -> int:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    serve(args.library, args.device, sys.stdin, reply)
+    serve(args.library, args.device, sys.stdin, reply, args.threads)
     return 0
 
 
@@ -219,12 +235,13 @@ class ReferenceProcess:
     context manager, or call ``close()``.
     """
 
-    def __init__(self, device: str = "cpu", library: str = "auto"):
+    def __init__(self, device: str = "cpu", library: str = "auto", threads: int | None = None):
         if library not in LIBRARIES:
             raise ValueError(f"bench: unknown reference library {library!r}; known: {', '.join(LIBRARIES)}")
         self.device, self.library = device, library
+        limit = [] if threads is None else ["--threads", str(threads)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucnn.bench.reference", "--library", library, "--device", device],
+            [sys.executable, "-m", "gpucnn.bench.reference", "--library", library, "--device", device, *limit],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self._info = None
 
@@ -241,7 +258,7 @@ class ReferenceProcess:
 
     @property
     def info(self) -> dict:
-        """The greeting: ``reference`` (a name with versions), ``library``, ``device``, ``versions``."""
+        """The greeting: ``reference`` (a name with versions), ``library``, ``device``, ``versions``, ``threads``."""
         if self._info is None:
             self._info = self._receive()
         return self._info

@@ -67,6 +67,7 @@ def format_header(meta: dict) -> str:
         lines.append(f"  memory {peak['bandwidth'] / 1e9:.1f} GB/s ({peak['bandwidth_note']})")
         lines.append(f"  reference: {b['reference'] or 'none'}")
     s = meta["settings"]
+    lines.append(f"threads: {meta['threads']}")
     lines.append(f"{s['rounds']} rounds x {s['repeats']} samples per side, alternating ours/reference; "
                  f"medians; speedup = reference time / ours")
     return "\n".join(lines)

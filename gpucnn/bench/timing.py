@@ -15,8 +15,10 @@ reference process; only the clock differs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -126,3 +128,40 @@ def measure(fn, clock, repeats: int, warmup: int = 1, min_sample_s: float = 1e-3
     if calls is None:
         calls = calibrate(fn, clock, min_sample_s)
     return Timing([clock.interval(fn, calls) / calls for _ in range(repeats)], calls)
+
+
+
+@contextlib.contextmanager
+def limit_threads(threads: int):
+    """Within the block, run Numba, BLAS/OpenMP (and PyTorch, if imported) with ``threads`` threads.
+
+    On a machine shared with other work, one thread per side gives far
+    steadier times than a parallel region that waits for a descheduled
+    thread; the peak is then that of ``threads`` cores. Yields what was
+    limited, for the report; the previous settings return on exit. BLAS
+    pools need ``threadpoolctl`` (installed with scikit-learn); without it
+    they are left as they are, and the text says so.
+    """
+    if threads < 1:
+        raise ValueError(f"limit_threads: threads must be positive, got {threads}")
+    import numba
+
+    torch = sys.modules.get("torch")
+    saved_numba = numba.get_num_threads()
+    saved_torch = None if torch is None else torch.get_num_threads()
+    with contextlib.ExitStack() as stack:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        stack.callback(numba.set_num_threads, saved_numba)
+        limited = [f"numba {numba.get_num_threads()}"]
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            limited.append("BLAS not limited (no threadpoolctl)")
+        else:
+            stack.enter_context(threadpool_limits(limits=threads))
+            limited.append(f"BLAS/OpenMP {threads}")
+        if torch is not None:
+            torch.set_num_threads(threads)
+            stack.callback(torch.set_num_threads, saved_torch)
+            limited.append(f"torch {threads}")
+        yield ", ".join(limited)
