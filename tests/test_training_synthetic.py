@@ -25,12 +25,12 @@ def test_small_cnn_learns_quadrants(name):
     reason = backend_unavailable_reason(name)
     if reason:
         pytest.skip(reason)
-    x, y = quadrant_blobs(600, seed=0)
-    x_test, y_test = quadrant_blobs(300, seed=1)
+    x, y = quadrant_blobs(400, seed=0)
+    x_test, y_test = quadrant_blobs(200, seed=1)
     model = gc.Sequential([gc.Conv2D(1, 8, 3, padding=1, rng=0), gc.ReLU(), gc.MaxPool2D(2),
                            gc.Conv2D(8, 8, 3, padding=1, rng=1), gc.ReLU(), gc.MaxPool2D(2),
                            gc.Flatten(), gc.Dense(8 * 3 * 3, 4, rng=2)])
     trainer = Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=0.01), backend=name)
-    trainer.fit(x, y, epochs=6, batch_size=32, seed=0, verbose=0)
+    trainer.fit(x, y, epochs=4, batch_size=32, seed=0, verbose=0)
     result = trainer.evaluate(x_test, y_test)
     assert result["accuracy"] >= 0.95, result
