@@ -105,8 +105,8 @@ struct FilterGradLoader {
     }
 };
 
-// Block (blockIdx.x, blockIdx.y, blockIdx.z) computes filter elements
-// g0 = blockIdx.x*BN.., channels k0 = blockIdx.y*BM.., over the reduction tiles
+// Block (blockIdx.x, blockIdx.y, blockIdx.z) computes channels
+// k0 = blockIdx.x*BM.., filter elements g0 = blockIdx.y*BN.., over the reduction tiles
 // [z*tiles_per_split, (z+1)*tiles_per_split) and writes them to
 // out[z, k, g] (out is dw itself when gridDim.z == 1).
 template <class Tile>
@@ -118,7 +118,7 @@ __device__ __forceinline__ void conv2d_backward_filter_igemm(const float* __rest
     __shared__ __align__(16) float As[2][Tile::BK * Tile::LDA];
     __shared__ __align__(16) float Bs[2][Tile::BK * Tile::LDB];
     const int CRS = s.C * s.R * s.S;
-    const int g0 = (int)blockIdx.x * Tile::BN, k0 = (int)blockIdx.y * Tile::BM;
+    const int k0 = (int)blockIdx.x * Tile::BM, g0 = (int)blockIdx.y * Tile::BN;
     const int tiles = (s.N * s.P * s.Q + Tile::BK - 1) / Tile::BK;
     const int tile_begin = (int)blockIdx.z * tiles_per_split;
     const int tile_end = min(tiles, tile_begin + tiles_per_split);
@@ -154,7 +154,7 @@ using Bwf128x64 = igemm::TileShape<128, 64, 8, 8, 8>;
 }  // namespace gpucnn
 
 // ---- extern "C" entry points ----------------------------------------------
-// Launch: grid (ceil(C*R*S / BN), ceil(K / BM), splits), block (threads of the
+// Launch: grid (ceil(K / BM), ceil(C*R*S / BN), splits), block (threads of the
 // configuration); tiles_per_split = ceil(ceil(N*P*Q / 8) / splits). out is dw
 // (K, C, R, S) when splits == 1, else a workspace (splits, K, C, R, S) that
 // conv2d_backward_filter_reduce sums into dw.

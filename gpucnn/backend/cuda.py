@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import conv_algorithms
 from .base import Backend
 from .geometry import ConvGeometry, PoolGeometry
 from .launch import elementwise_launch
@@ -93,8 +94,8 @@ class CudaBackend(Backend):
             self._synchronize()
 
     def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
-        """Every convolution op runs the direct kernels of conv2d_direct.cu."""
-        return "direct"
+        """The kernel ``conv_algorithms.choose`` picks for float32 ``op`` on ``geom``."""
+        return str(conv_algorithms.choose(op, geom, np.float32))
 
     def empty(self, shape, dtype):
         """An uninitialised output array; every kernel writes all of its elements.
@@ -132,17 +133,24 @@ class CudaBackend(Backend):
         """The arrays C-contiguous, as the kernels index them (no copy when they already are)."""
         return tuple(self.xp.ascontiguousarray(a) for a in arrays)
 
-    def _launch(self, source: str, kernel: str, dtype: np.dtype, total: int, args: tuple):
-        """Launch ``<kernel>_f32|_f64`` from ``kernels/<source>``, one thread per element of ``total``."""
-        key = (source, kernel, dtype)
+    def function(self, source: str, name: str):
+        """The kernel ``name`` of ``kernels/<source>``, compiled once and cached: ``f(grid, block, args)``."""
+        key = (source, name)
         function = self._functions.get(key)
         if function is None:
             module = self._load_module(KERNELS_DIR / source, COMPILE_OPTIONS)
-            function = self._functions[key] = module.get_function(f"{kernel}_{_DTYPE_SUFFIX[dtype]}")
+            function = self._functions[key] = module.get_function(name)
+        return function
+
+    def _launch(self, source: str, kernel: str, dtype: np.dtype, total: int, args: tuple):
+        """Launch ``<kernel>_f32|_f64`` from ``kernels/<source>``, one thread per element of ``total``."""
         grid, block = elementwise_launch(total)
-        function(grid, block, args)
+        self.function(source, f"{kernel}_{_DTYPE_SUFFIX[dtype]}")(grid, block, args)
 
     # --- convolution ------------------------------------------------------
+
+    # Each op runs the kernel conv_algorithms chooses; ``direct`` launches the
+    # direct kernel into the output conv_algorithms allocated.
 
     def conv2d_forward(self, x, w, b, geom: ConvGeometry):
         op = "conv2d_forward"
@@ -151,30 +159,40 @@ class CudaBackend(Backend):
             arrays["b"] = (b, (geom.K,))
         dtype = self._check(op, arrays)
         x, w = self._contiguous(x, w)
-        # The kernel always adds b[k]: zeros stand in for a missing bias.
-        b = self.xp.zeros(geom.K, dtype) if b is None else self._contiguous(b)[0]
-        y = self.empty(geom.y_shape, dtype)
-        self._launch(CONV_SOURCE, "conv2d_forward_direct", dtype, _size(geom.y_shape),
-                     (x, w, b, y) + _conv_args(op, geom))
-        return y
+        b = None if b is None else self._contiguous(b)[0]
+        args = _conv_args(op, geom)
+
+        def direct(y):
+            # The direct kernel always adds b[k]: zeros stand in for a missing bias.
+            bias = self.xp.zeros(geom.K, dtype) if b is None else b
+            self._launch(CONV_SOURCE, "conv2d_forward_direct", dtype, _size(geom.y_shape),
+                         (x, w, bias, y) + args)
+
+        return conv_algorithms.conv2d_forward(self, x, w, b, geom, direct=direct)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
         op = "conv2d_backward_data"
         dtype = self._check(op, {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
         dy, w = self._contiguous(dy, w)
-        dx = self.empty(geom.x_shape, dtype)
-        self._launch(CONV_SOURCE, "conv2d_backward_data_direct", dtype, _size(geom.x_shape),
-                     (dy, w, dx) + _conv_args(op, geom))
-        return dx
+        args = _conv_args(op, geom)
+
+        def direct(dx):
+            self._launch(CONV_SOURCE, "conv2d_backward_data_direct", dtype, _size(geom.x_shape),
+                         (dy, w, dx) + args)
+
+        return conv_algorithms.conv2d_backward_data(self, dy, w, geom, direct=direct)
 
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
         op = "conv2d_backward_filter"
         dtype = self._check(op, {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
         dy, x = self._contiguous(dy, x)
-        dw = self.empty(geom.w_shape, dtype)
-        self._launch(CONV_SOURCE, "conv2d_backward_filter_direct", dtype, _size(geom.w_shape),
-                     (dy, x, dw) + _conv_args(op, geom))
-        return dw
+        args = _conv_args(op, geom)
+
+        def direct(dw):
+            self._launch(CONV_SOURCE, "conv2d_backward_filter_direct", dtype, _size(geom.w_shape),
+                         (dy, x, dw) + args)
+
+        return conv_algorithms.conv2d_backward_filter(self, dy, x, geom, direct=direct)
 
     # --- pooling ----------------------------------------------------------
 

@@ -1,0 +1,498 @@
+"""Which convolution kernel runs on which shape, and how the implicit-GEMM kernels are launched.
+
+The ``cuda`` and ``cuda-emu`` backends have two families of convolution kernels:
+
+- ``direct`` (``kernels/conv2d_direct.cu``): one thread per output element, every
+  dtype, every shape; the reference the fast kernels are tested against;
+- ``igemm`` (``kernels/conv2d_igemm_*.cu``): implicit-GEMM kernels with shared-memory
+  tiles and 8x8 register tiles per thread, float32, in a few tile
+  configurations per op (``FORWARD_TILES`` and friends below).
+
+``choose(op, geom, dtype)`` is the rule that picks one per shape, written down
+here with its reasons; ``force(...)`` (or the ``GPUCNN_CONV_ALGO`` environment
+variable) overrides it, so tests can run every kernel and every tile in turn;
+``autotune(True)`` makes a GPU time every candidate once per shape and keep the
+fastest, as cuDNN's algorithm search does. ``str(choice)`` is what ``gpucnn
+bench`` prints beside its timings, and each new choice is logged once on the
+``gpucnn.conv`` logger at DEBUG level.
+
+The launch functions (``conv2d_forward`` ...) take the backend they run on and
+use only its ``xp``, its ``empty`` (outputs; tests wrap it with guard cells)
+and its ``function(source, name)`` (a cached kernel of its launcher).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import ConvGeometry
+from .launch import elementwise_launch
+
+log = logging.getLogger("gpucnn.conv")
+
+OPS = ("forward", "backward_data", "backward_filter")
+
+SOURCES = {
+    "forward": "conv2d_igemm_forward.cu",
+    "backward_data": "conv2d_igemm_backward_data.cu",
+    "backward_filter": "conv2d_igemm_backward_filter.cu",
+}
+
+#: Reduction rows per shared tile (BK) of every igemm kernel.
+TILE_K = 8
+#: The kernels split a pixel's filter taps into a 32-bit mask (kernels/igemm_tile.cuh).
+MAX_TAPS = 32
+_INT32_LIMIT = 2**31
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One compiled tile configuration: ``rows`` x ``cols`` outputs per block of ``threads``.
+
+    Rows are the GEMM's M (output pixels; output channels for backward-filter),
+    cols its N (output channels; filter elements for backward-filter).
+    """
+
+    rows: int
+    cols: int
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+    def grid(self, m: int, n: int, layers: int = 1) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """Grid and block covering an ``m`` x ``n`` GEMM output ``layers`` times (blockIdx.z)."""
+        return (-(-m // self.rows), -(-n // self.cols), layers), (self.threads, 1, 1)
+
+
+def _tiles(*configs: TileConfig) -> dict[str, TileConfig]:
+    return {c.name: c for c in configs}
+
+
+# The extern "C" entry points of each kernel file, largest tile first. Each
+# thread owns 8x8 outputs, so threads = rows*cols/64.
+FORWARD_TILES = _tiles(TileConfig(128, 128, 256), TileConfig(128, 64, 128), TileConfig(64, 64, 64),
+                       TileConfig(128, 32, 64))
+BACKWARD_DATA_TILES = FORWARD_TILES
+BACKWARD_FILTER_TILES = _tiles(TileConfig(128, 128, 256), TileConfig(128, 64, 128), TileConfig(64, 128, 128),
+                               TileConfig(64, 64, 64))
+TILES = {"forward": FORWARD_TILES, "backward_data": BACKWARD_DATA_TILES,
+         "backward_filter": BACKWARD_FILTER_TILES}
+
+#: A grid with fewer blocks than this leaves multiprocessors idle: two blocks
+#: per SM of the largest supported GPU (132 SMs on an H100 SXM).
+MIN_BLOCKS = 264
+#: Backward-filter split-K: each slice reduces at least this many BK-tiles of
+#: pixels (shorter slices spend more on the epilogue and the reduction pass
+#: than they save), in at most MAX_SPLITS slices, with a workspace of at most
+#: MAX_WORKSPACE_BYTES.
+MIN_TILES_PER_SPLIT = 16
+MAX_SPLITS = 64
+MAX_WORKSPACE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The kernel one op runs on one shape: ``algorithm`` "direct" or "igemm", its tile, split-K factor."""
+
+    op: str
+    algorithm: str
+    tile: TileConfig | None = None
+    splits: int = 1
+    tiles_per_split: int = 0
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.algorithm == "direct":
+            return "direct"
+        text = f"igemm {self.tile.name}"
+        return text + (f" split-K {self.splits}" if self.splits > 1 else "")
+
+
+# --- the rule ---------------------------------------------------------------
+
+def gemm_shape(op: str, g: ConvGeometry) -> tuple[int, int, int]:
+    """(M, N, reduction) of the implicit GEMM of ``op`` on ``g``.
+
+    forward: N*P*Q pixels x K channels, over C*R*S; backward_data: the pixels of
+    the largest output phase x C channels, over K times the taps of that phase;
+    backward_filter: K channels x C*R*S filter elements, over N*P*Q pixels.
+    """
+    if op == "forward":
+        return g.N * g.P * g.Q, g.K, g.C * g.R * g.S
+    if op == "backward_data":
+        (sh, sw), (dh, dw) = g.stride, g.dilation
+        return (g.N * -(-g.H // sh) * -(-g.W // sw), g.C,
+                g.K * _phase_taps(g.R, sh, dh) * _phase_taps(g.S, sw, dw))
+    if op == "backward_filter":
+        return g.K, g.C * g.R * g.S, g.N * g.P * g.Q
+    raise ValueError(f"unknown convolution op {op!r}; known: {', '.join(OPS)}")
+
+
+def _phase_taps(R: int, stride: int, dilation: int) -> int:
+    """Most filter taps of one axis that reach a single output phase of backward-data."""
+    step = stride // np.gcd(stride, dilation)
+    return -(-R // step)
+
+
+def igemm_unsupported(op: str, g: ConvGeometry, dtype) -> str | None:
+    """Why the igemm kernels cannot run ``op`` on ``g`` in ``dtype``, or None when they can.
+
+    They are float32 only; they keep a pixel's taps in a 32-bit mask
+    (forward and backward-data); and they index within one image, and count
+    GEMM rows, in 32 bits (the image bases are 64-bit pointers).
+    """
+    if np.dtype(dtype) != np.float32:
+        return f"the igemm kernels are float32 only, got {np.dtype(dtype)}"
+    m, n, _ = gemm_shape(op, g)
+    if op == "forward" and g.R * g.S > MAX_TAPS:
+        return f"{g.R}x{g.S} filter has more than {MAX_TAPS} taps"
+    if op == "backward_data" and gemm_shape(op, g)[2] > g.K * MAX_TAPS:
+        return f"more than {MAX_TAPS} taps reach one output phase"
+    sizes = {"N*P*Q": g.N * g.P * g.Q, "one image of x": g.C * g.H * g.W, "one image of y": g.K * g.P * g.Q,
+             "w": g.K * g.C * g.R * g.S, "GEMM rows": m}
+    for what, size in sizes.items():
+        if size + 2 * TILE_K * max(g.R, g.S, 1) >= _INT32_LIMIT:
+            return f"{what} has {size} elements, past the kernels' 32-bit indices"
+    return None
+
+
+def _pick_tile(tiles: dict[str, TileConfig], m: int, n: int, layers: int = 1) -> tuple[TileConfig, str]:
+    """The largest tile that wastes little on ragged edges and still fills the GPU.
+
+    Larger tiles reuse each gathered element more (80% of the hot loop is FMAs
+    at 128x128, 73-76% at the smaller tiles, sm_90), but (a) a tile much wider
+    than the GEMM computes padding: only tiles whose padded area is within 25%
+    of the best-fitting tile's qualify; (b) a grid of fewer than MIN_BLOCKS
+    blocks leaves multiprocessors idle, so among the qualifying tiles the
+    largest one that still gives MIN_BLOCKS wins (the squarer one on a tie:
+    it reuses each loaded element more), else the one giving most blocks.
+    ``layers`` multiplies the grid (backward-filter's most split-K slices).
+    """
+    def padded(t):
+        return -(-m // t.rows) * t.rows * -(-n // t.cols) * t.cols
+
+    def blocks(t):
+        return -(-m // t.rows) * -(-n // t.cols) * layers
+
+    best_fit = min(padded(t) for t in tiles.values())
+    fitting = [t for t in tiles.values() if padded(t) <= 1.25 * best_fit]
+    filling = [t for t in fitting if blocks(t) >= MIN_BLOCKS]
+    if filling:
+        tile = max(filling, key=lambda t: (t.rows * t.cols, min(t.rows, t.cols)))
+        return tile, f"largest tile within 25% of the least padding that gives >= {MIN_BLOCKS} blocks"
+    tile = max(fitting, key=lambda t: (blocks(t), min(t.rows, t.cols)))
+    return tile, f"no tile gives {MIN_BLOCKS} blocks: the one giving most"
+
+
+def _most_splits(g: ConvGeometry) -> int:
+    """The most split-K slices backward-filter's reduction allows (see ``_split_k``)."""
+    tiles = -(-(g.N * g.P * g.Q) // TILE_K)
+    return max(1, min(tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS))
+
+
+def _split_k(tile: TileConfig, g: ConvGeometry) -> tuple[int, int]:
+    """(splits, tiles_per_split) of backward-filter's reduction over N*P*Q pixels.
+
+    Its output (K x C*R*S) is small and its reduction long: split the reduction
+    until the grid has MIN_BLOCKS blocks, keeping MIN_TILES_PER_SPLIT tiles per
+    slice, at most MAX_SPLITS slices and MAX_WORKSPACE_BYTES of partial sums.
+    """
+    m, n, length = gemm_shape("backward_filter", g)
+    tiles = -(-length // TILE_K)
+    blocks = -(-m // tile.rows) * -(-n // tile.cols)
+    splits = max(1, min(-(-MIN_BLOCKS // blocks), tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS,
+                        MAX_WORKSPACE_BYTES // (4 * m * n)))
+    per_split = -(-tiles // splits)
+    return -(-tiles // per_split), per_split  # no empty slice
+
+
+def rule(op: str, g: ConvGeometry, dtype) -> Choice:
+    """The kernel ``op`` runs on ``g`` when nothing is forced or autotuned.
+
+    1. direct where igemm cannot run (float64, more than 32 taps, 32-bit limits);
+    2. direct for forward and backward-data when the GEMM's N (output channels
+       of the op: K forward, C backward-data) is at most 4 or its reduction is
+       under two tiles (C*R*S < 16: 1-channel images): most of every 32-wide
+       tile would be idle or padding, while the direct kernel has no barriers,
+       no shared memory, and reads each input from L1;
+    3. backward-filter always igemm: the direct kernel has one thread per
+       filter element looping over all N*P*Q pixels (a few hundred threads on
+       a first layer), split-K gives every multiprocessor work;
+    4. the tile by ``_pick_tile`` (for backward-filter counting the blocks
+       split-K can add); backward-filter's split-K by ``_split_k``.
+    """
+    why_not = igemm_unsupported(op, g, dtype)
+    if why_not:
+        return Choice(op, "direct", reason=why_not)
+    m, n, length = gemm_shape(op, g)
+    if op != "backward_filter" and (n <= 4 or length < 2 * TILE_K):
+        return Choice(op, "direct", reason=f"GEMM N={n}, reduction {length}: too small for a tile")
+    return _igemm_choice(op, g, *_pick(op, g))
+
+
+def _pick(op: str, g: ConvGeometry) -> tuple[TileConfig, str]:
+    """``_pick_tile`` for ``op``, counting the grid's z (backward-data's phases, split-K slices)."""
+    m, n, _ = gemm_shape(op, g)
+    layers = {"forward": 1, "backward_data": g.stride[0] * g.stride[1], "backward_filter": _most_splits(g)}
+    return _pick_tile(TILES[op], m, n, layers[op])
+
+
+def _igemm_choice(op: str, g: ConvGeometry, tile: TileConfig, reason: str, splits: int | None = None) -> Choice:
+    if op != "backward_filter":
+        return Choice(op, "igemm", tile, reason=reason)
+    if splits is None:
+        splits, per_split = _split_k(tile, g)
+    else:
+        tiles = -(-(g.N * g.P * g.Q) // TILE_K)
+        per_split = -(-tiles // max(1, splits))
+        splits = -(-tiles // per_split)
+    return Choice(op, "igemm", tile, splits, per_split, reason)
+
+
+# --- forcing, autotuning, the choice per shape --------------------------------
+
+_forced: contextvars.ContextVar[dict | None] = contextvars.ContextVar("gpucnn_conv_forced", default=None)
+_autotune = {"on": os.environ.get("GPUCNN_CONV_AUTOTUNE", "") not in ("", "0")}
+_tuned: dict[tuple, Choice] = {}
+_logged: set[tuple] = set()
+
+
+def _parse_spec(op: str, spec: str) -> tuple[str, str | None]:
+    """"direct" | "igemm" | "igemm:<tile>" -> (algorithm, tile name or None); ValueError otherwise."""
+    algorithm, _, tile = spec.partition(":")
+    if algorithm not in ("direct", "igemm") or (algorithm == "direct" and tile):
+        raise ValueError(f"conv algorithm for {op}: expected 'direct', 'igemm' or 'igemm:<tile>', got {spec!r}")
+    if tile and tile not in TILES[op]:
+        raise ValueError(f"conv algorithm for {op}: no tile {tile!r}; known: {', '.join(TILES[op])}")
+    return algorithm, tile or None
+
+
+def _env_forced() -> dict:
+    """``GPUCNN_CONV_ALGO``: "igemm", "igemm:64x64" (every op that has that tile),
+    or "forward=igemm:128x32,backward_filter=direct,splits=4"."""
+    text = os.environ.get("GPUCNN_CONV_ALGO", "").strip()
+    if not text:
+        return {}
+    forced = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            algorithm, _, tile = part.partition(":")
+            for op in OPS:
+                if not tile or tile in TILES[op]:
+                    forced[op] = _parse_spec(op, part)
+        elif key == "splits":
+            forced["splits"] = int(value)
+        elif key in OPS:
+            forced[key] = _parse_spec(key, value)
+        else:
+            raise ValueError(f"GPUCNN_CONV_ALGO: unknown op {key!r} in {text!r}; known: {', '.join(OPS)}, splits")
+    return forced
+
+
+@contextlib.contextmanager
+def force(forward: str | None = None, backward_data: str | None = None,
+          backward_filter: str | None = None, splits: int | None = None):
+    """Within the ``with`` block, run the named algorithm for each op given.
+
+    Each is "direct", "igemm" (tile by the rule) or "igemm:<tile>" (e.g.
+    "igemm:128x32"; the tiles of each op are the keys of ``TILES[op]``);
+    ``splits`` forces backward-filter's split-K factor (capped so that no slice
+    is empty). Where igemm cannot run a call (float64 operands, see
+    ``igemm_unsupported``) the direct kernel runs and ``choose`` says why.
+    Raises ValueError for an unknown algorithm or tile.
+    """
+    forced = dict(_forced.get() or {})
+    for op, spec in zip(OPS, (forward, backward_data, backward_filter)):
+        if spec is not None:
+            forced[op] = _parse_spec(op, spec)
+    if splits is not None:
+        if splits < 1:
+            raise ValueError(f"force: splits must be positive, got {splits}")
+        forced["splits"] = int(splits)
+    token = _forced.set(forced)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def autotune(enabled: bool = True) -> None:
+    """Time every candidate kernel once per shape on the GPU and keep the fastest (``cuda`` only).
+
+    Off by default (the rule decides); ``GPUCNN_CONV_AUTOTUNE=1`` turns it on
+    at import. Turning it off forgets the timed choices.
+    """
+    _autotune["on"] = bool(enabled)
+    if not enabled:
+        _tuned.clear()
+
+
+def choose(op: str, g: ConvGeometry, dtype=np.float32) -> Choice:
+    """The kernel ``op`` runs on ``g``: forced (``force``, ``GPUCNN_CONV_ALGO``), else the rule."""
+    if op not in OPS:
+        raise ValueError(f"unknown convolution op {op!r}; known: {', '.join(OPS)}")
+    forced = {**_env_forced(), **(_forced.get() or {})}
+    if op in forced:
+        algorithm, tile = forced[op]
+        why_not = igemm_unsupported(op, g, dtype) if algorithm == "igemm" else None
+        if algorithm == "direct" or why_not:
+            return Choice(op, "direct", reason="forced" if not why_not else f"forced igemm, but {why_not}")
+        tile_config, reason = (TILES[op][tile], "forced") if tile else _pick(op, g)
+        return _igemm_choice(op, g, tile_config, reason, forced.get("splits"))
+    if "splits" in forced and op == "backward_filter":
+        choice = rule(op, g, dtype)
+        if choice.algorithm == "igemm":
+            return _igemm_choice(op, g, choice.tile, "forced splits", forced["splits"])
+        return choice
+    return rule(op, g, dtype)
+
+
+def candidates(op: str, g: ConvGeometry, dtype) -> list[Choice]:
+    """Every choice autotuning times: the direct kernel and each tile igemm can run."""
+    out = [Choice(op, "direct", reason="autotune candidate")]
+    if igemm_unsupported(op, g, dtype) is None:
+        out += [_igemm_choice(op, g, t, "autotune candidate") for t in TILES[op].values()]
+    return out
+
+
+def _log_choice(backend, op: str, g: ConvGeometry, dtype, choice: Choice) -> None:
+    key = (backend.name, op, g, np.dtype(dtype).str, str(choice))
+    if key not in _logged:
+        _logged.add(key)
+        log.debug("%s conv2d_%s %s %s: %s (%s)", backend.name, op, g, np.dtype(dtype), choice, choice.reason)
+
+
+def _select(backend, op: str, g: ConvGeometry, dtype, run) -> Choice:
+    """The choice for this call; with autotuning on a GPU, time ``run(choice)`` for each candidate once."""
+    forced = _forced.get() or _env_forced()
+    if _autotune["on"] and backend.name == "cuda" and not forced:
+        key = (op, g, np.dtype(dtype).str)
+        if key not in _tuned:
+            _tuned[key] = _time_candidates(backend, candidates(op, g, dtype), run)
+        choice = _tuned[key]
+    else:
+        choice = choose(op, g, dtype)
+    _log_choice(backend, op, g, dtype, choice)
+    return choice
+
+
+def _time_candidates(backend, choices: list[Choice], run) -> Choice:
+    """The fastest of ``choices``: each run once to warm up, then timed over three runs."""
+    best, best_time = None, float("inf")
+    for choice in choices:
+        run(choice)
+        backend.synchronize()
+        start = time.perf_counter()
+        for _ in range(3):
+            run(choice)
+        backend.synchronize()
+        elapsed = time.perf_counter() - start
+        if elapsed < best_time:
+            best, best_time = choice, elapsed
+    return Choice(best.op, best.algorithm, best.tile, best.splits, best.tiles_per_split,
+                  f"autotuned: fastest of {len(choices)}")
+
+
+# --- launching ----------------------------------------------------------------
+
+EPILOGUE_BIAS = 1
+EPILOGUE_RELU = 2
+ACTIVATIONS = (None, "relu")
+
+
+def _conv_scalars(g: ConvGeometry) -> tuple:
+    """The sizes every igemm entry point takes, in the order of its signature, as np.int32."""
+    return tuple(np.int32(v) for v in (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q,
+                                       *g.stride, *g.pad, *g.dilation))
+
+
+def _function(backend, op: str, choice: Choice, dtype):
+    suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+    return backend.function(SOURCES[op], f"conv2d_{op}_igemm_{choice.tile.name}_{suffix}")
+
+
+def conv2d_forward(backend, x, w, b, g: ConvGeometry, activation=None, direct=None):
+    """y = act(conv(x, w) + b): x (N, C, H, W), w (K, C, R, S), b (K,) or None -> y (N, K, P, Q).
+
+    Operands are checked, C-contiguous arrays of one dtype. ``activation`` is
+    None or "relu" (fused into the igemm epilogue). ``direct(y)`` runs the
+    direct kernel into y when the choice is "direct" (the backend's own
+    launch); the activation is then applied with ``xp``.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"conv2d_forward: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    xp = backend.xp
+    y = backend.empty(g.y_shape, x.dtype)
+
+    def run(choice):
+        if choice.algorithm == "direct":
+            direct(y)
+            if activation == "relu":
+                xp.maximum(y, 0, out=y)
+            return
+        grid, block = choice.tile.grid(g.N * g.P * g.Q, g.K)
+        epilogue = (EPILOGUE_BIAS if b is not None else 0) | (EPILOGUE_RELU if activation == "relu" else 0)
+        # Without a bias the kernel never reads its bias argument: any array of the dtype will do.
+        _function(backend, "forward", choice, x.dtype)(
+            grid, block, (x, w, w if b is None else b, y) + _conv_scalars(g) + (np.int32(epilogue),))
+
+    run(_select(backend, "forward", g, x.dtype, run))
+    return y
+
+
+def conv2d_backward_data(backend, dy, w, g: ConvGeometry, direct=None):
+    """dx of the convolution: dy (N, K, P, Q), w (K, C, R, S) -> dx (N, C, H, W).
+
+    ``direct(dx)`` runs the direct kernel when the choice is "direct".
+    """
+    dx = backend.empty(g.x_shape, dy.dtype)
+
+    def run(choice):
+        if choice.algorithm == "direct":
+            direct(dx)
+            return
+        m, n, _ = gemm_shape("backward_data", g)
+        grid, block = choice.tile.grid(m, n, layers=g.stride[0] * g.stride[1])
+        _function(backend, "backward_data", choice, dy.dtype)(grid, block, (dy, w, dx) + _conv_scalars(g))
+
+    run(_select(backend, "backward_data", g, dy.dtype, run))
+    return dx
+
+
+def conv2d_backward_filter(backend, dy, x, g: ConvGeometry, direct=None):
+    """dw of the convolution: dy (N, K, P, Q), x (N, C, H, W) -> dw (K, C, R, S).
+
+    With split-K the partial sums go to a workspace (splits, K, C, R, S) that
+    ``conv2d_backward_filter_reduce`` adds up in a fixed order (reproducible).
+    ``direct(dw)`` runs the direct kernel when the choice is "direct".
+    """
+    dw = backend.empty(g.w_shape, dy.dtype)
+
+    def run(choice):
+        if choice.algorithm == "direct":
+            direct(dw)
+            return
+        m, n, _ = gemm_shape("backward_filter", g)
+        grid, block = choice.tile.grid(m, n, layers=choice.splits)
+        out = dw if choice.splits == 1 else backend.xp.empty((choice.splits,) + g.w_shape, dy.dtype)
+        _function(backend, "backward_filter", choice, dy.dtype)(
+            grid, block,
+            (dy, x, out) + _conv_scalars(g) + (np.int32(choice.tiles_per_split),))
+        if choice.splits > 1:
+            count = dw.size
+            reduce_grid, reduce_block = elementwise_launch(count)
+            backend.function(SOURCES["backward_filter"], "conv2d_backward_filter_reduce_f32")(
+                reduce_grid, reduce_block, (out, dw, np.int32(choice.splits), np.int64(count)))
+
+    run(_select(backend, "backward_filter", g, dy.dtype, run))
+    return dw
