@@ -5,7 +5,6 @@ import pytest
 
 import gpucnn as gc
 from gpucnn.callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint
-from gpucnn.trainer import Trainer
 
 from test_trainer import blobs, make_trainer, small_model
 
