@@ -89,7 +89,7 @@ using Bwd128x32 = igemm::TileShape<128, 32, 8, 8, 8>;
 // Launch: grid (ceil(N * ceil(H/sh) * ceil(W/sw) / BM), ceil(C / BN), sh*sw),
 // block (threads of the configuration). Every element of dx is written.
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_backward_data_igemm_128x128_f32(
+extern "C" __global__ __launch_bounds__(256) void conv2d_backward_data_igemm_128x128_f32(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w) {
@@ -97,7 +97,7 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_backward_data_igemm_128
         dy, w, dx, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
 }
 
-extern "C" __global__ void __launch_bounds__(128) conv2d_backward_data_igemm_128x64_f32(
+extern "C" __global__ __launch_bounds__(128) void conv2d_backward_data_igemm_128x64_f32(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w) {
@@ -105,7 +105,7 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_backward_data_igemm_128
         dy, w, dx, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
 }
 
-extern "C" __global__ void __launch_bounds__(64) conv2d_backward_data_igemm_64x64_f32(
+extern "C" __global__ __launch_bounds__(64) void conv2d_backward_data_igemm_64x64_f32(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w) {
@@ -113,7 +113,7 @@ extern "C" __global__ void __launch_bounds__(64) conv2d_backward_data_igemm_64x6
         dy, w, dx, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
 }
 
-extern "C" __global__ void __launch_bounds__(64) conv2d_backward_data_igemm_128x32_f32(
+extern "C" __global__ __launch_bounds__(64) void conv2d_backward_data_igemm_128x32_f32(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w) {

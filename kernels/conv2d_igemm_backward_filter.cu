@@ -159,7 +159,7 @@ using Bwf128x64 = igemm::TileShape<128, 64, 8, 8, 8>;
 // (K, C, R, S) when splits == 1, else a workspace (splits, K, C, R, S) that
 // conv2d_backward_filter_reduce sums into dw.
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_backward_filter_igemm_128x128_f32(
+extern "C" __global__ __launch_bounds__(256) void conv2d_backward_filter_igemm_128x128_f32(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w, int tiles_per_split) {
@@ -168,7 +168,7 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_backward_filter_igemm_1
         tiles_per_split);
 }
 
-extern "C" __global__ void __launch_bounds__(128) conv2d_backward_filter_igemm_64x128_f32(
+extern "C" __global__ __launch_bounds__(128) void conv2d_backward_filter_igemm_64x128_f32(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w, int tiles_per_split) {
@@ -177,7 +177,7 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_backward_filter_igemm_6
         tiles_per_split);
 }
 
-extern "C" __global__ void __launch_bounds__(64) conv2d_backward_filter_igemm_64x64_f32(
+extern "C" __global__ __launch_bounds__(64) void conv2d_backward_filter_igemm_64x64_f32(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w, int tiles_per_split) {
@@ -186,7 +186,7 @@ extern "C" __global__ void __launch_bounds__(64) conv2d_backward_filter_igemm_64
         tiles_per_split);
 }
 
-extern "C" __global__ void __launch_bounds__(128) conv2d_backward_filter_igemm_128x64_f32(
+extern "C" __global__ __launch_bounds__(128) void conv2d_backward_filter_igemm_128x64_f32(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w, int tiles_per_split) {

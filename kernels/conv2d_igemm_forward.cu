@@ -56,11 +56,11 @@ using Fwd128x32 = igemm::TileShape<128, 32, 8, 8, 8>;
 
 }  // namespace gpucnn
 
-// ---- extern "C" entry points: one per tile configuration and dtype ---------
+// ---- extern "C" entry points: one per tile configuration ------------------
 // Launch: grid (ceil(N*P*Q / BM), ceil(K / BN)), block (threads of the
 // configuration). bias may be any array of the dtype when epilogue has no bias.
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_forward_igemm_128x128_f32(
+extern "C" __global__ __launch_bounds__(256) void conv2d_forward_igemm_128x128_f32(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int epilogue) {
@@ -68,7 +68,7 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_forward_igemm_128x128_f
         x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, epilogue);
 }
 
-extern "C" __global__ void __launch_bounds__(128) conv2d_forward_igemm_128x64_f32(
+extern "C" __global__ __launch_bounds__(128) void conv2d_forward_igemm_128x64_f32(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int epilogue) {
@@ -76,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_forward_igemm_128x64_f3
         x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, epilogue);
 }
 
-extern "C" __global__ void __launch_bounds__(64) conv2d_forward_igemm_128x32_f32(
+extern "C" __global__ __launch_bounds__(64) void conv2d_forward_igemm_128x32_f32(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int epilogue) {
@@ -84,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(64) conv2d_forward_igemm_128x32_f32
         x, w, bias, y, N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, epilogue);
 }
 
-extern "C" __global__ void __launch_bounds__(64) conv2d_forward_igemm_64x64_f32(
+extern "C" __global__ __launch_bounds__(64) void conv2d_forward_igemm_64x64_f32(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int epilogue) {
