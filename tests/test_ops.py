@@ -301,3 +301,54 @@ def test_cpu_ops_refuse_arrays_that_do_not_fit_the_geometry(cpu, op, args, error
     message = str(info.value)
     for word in [op] + words:
         assert word in message, message
+
+
+BOUNDS_SCRIPT = """
+import numpy as np
+import gpucnn as gc
+import gpucnn.backend.cpu as cpu_module
+from gpucnn.backend.geometry import ConvGeometry, PoolGeometry
+from test_ops import CONV_CASES, POOL_CASES
+
+cpu = gc.get_backend("cpu")
+rng = np.random.default_rng(0)
+for col_bytes in (cpu_module.COL_BYTES, 1):           # whole batch, and one image per chunk
+    cpu_module.COL_BYTES = col_bytes
+    for _, x_shape, w_shape, stride, padding, dilation in CONV_CASES:
+        g = ConvGeometry.from_shapes(x_shape, w_shape, stride, padding, dilation)
+        x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
+        dy = rng.standard_normal(g.y_shape, np.float32)
+        cpu.conv2d_forward(x, w, np.ones(g.K, np.float32), g)
+        cpu.conv2d_backward_data(dy, w, g)
+        cpu.conv2d_backward_filter(dy, x, g)
+for _, x_shape, kernel, stride, padding in POOL_CASES:
+    g = PoolGeometry.from_shape(x_shape, kernel, stride, padding)
+    x, dy = rng.standard_normal(x_shape, np.float32), rng.standard_normal(g.y_shape, np.float32)
+    y, argmax = cpu.max_pool2d_forward(x, g)
+    cpu.max_pool2d_backward(dy, argmax, g)
+    cpu.avg_pool2d_forward(x, g)
+    cpu.avg_pool2d_backward(dy, g)
+print("in bounds")
+"""
+
+
+def test_cpu_kernels_stay_in_bounds(tmp_path):
+    """Every cpu kernel, compiled with Numba's bounds checking, on every shape of the tables.
+
+    The kernels index flat arrays with unchecked unsigned indices for speed; with
+    NUMBA_BOUNDSCHECK=1 any index past an array's end raises IndexError instead.
+    (An index into the wrong plane of the right array gives a wrong answer,
+    which the reference comparisons above catch.) One Numba thread: an
+    IndexError raised on a worker thread of a parallel loop is lost, on the
+    calling thread it is not. A fresh cache directory keeps the checked build
+    apart from the normal one.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_NUM_THREADS="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and "in bounds" in done.stdout, done.stderr[-3000:]
