@@ -245,10 +245,12 @@ struct ConvGemmLoader {
             const int u = iu - i * cg.OW;
             const int hb = i * cg.ish + cg.ih0, wb = u * cg.isw + cg.iw0;
             a_ptr[e] = opaque(src + (long long)n * cg.GC * cg.SH * cg.SW + (long long)hb * cg.SW + wb);
-            unsigned mask = 0;
+            unsigned mask = 0;  // once per pixel: not unrolled, the kernel stays small
+#pragma unroll 1
             for (int a = 0; a < cg.RA; ++a) {
                 const int h = hb + cg.dr0 + a * cg.drs;
                 if ((unsigned)h >= (unsigned)cg.SH) continue;
+#pragma unroll 1
                 for (int b = 0; b < cg.SB; ++b) {
                     const int w = wb + cg.ds0 + b * cg.dss;
                     if ((unsigned)w < (unsigned)cg.SW) mask |= 1u << (a * cg.SB + b);
@@ -307,6 +309,7 @@ __device__ __forceinline__ void conv_gemm(const T* __restrict__ src, const T* __
     __shared__ __align__(16) T As[2][Tile::BK * Tile::LDA];
     __shared__ __align__(16) T Bs[2][Tile::BK * Tile::LDB];
     __shared__ int2 taps[MAX_TAPS];
+    if (cg.RA * cg.SB > MAX_TAPS) __trap();  // the host never launches these (see conv_algorithms.py)
     const int M = cg.N * cg.OH * cg.OW;
     const int m0 = (int)blockIdx.x * Tile::BM, j0 = (int)blockIdx.y * Tile::BN;
     if (m0 >= M) return;

@@ -130,6 +130,9 @@ def test_relu_after_the_direct_kernel(backend, rng):
     np.testing.assert_array_equal(backend.to_numpy(y), np.maximum(pre_activation, 0))
     with pytest.raises(ValueError, match="activation must be one of"):
         conv_algorithms.conv2d_forward(backend, x, w, None, geom, activation="tanh", direct=direct)
+    with conv_algorithms.force(forward="direct"):
+        with pytest.raises(ValueError, match="no direct launch was given"):
+            conv_algorithms.conv2d_forward(backend, backend.asarray(x), backend.asarray(w), None, geom)
 
 
 @CUDA_BACKENDS
@@ -156,6 +159,23 @@ def test_autotune_times_every_candidate_once_per_shape(backend, rng, monkeypatch
     want = conv2d_forward_ref(backend.to_numpy(x), backend.to_numpy(w), stride=2, padding=2)
     for y in (y1, y2):
         assert_matches(backend, "conv2d_forward (autotuned)", y, want, np.float32)
+
+
+def test_forward_kernel_refuses_more_taps_than_its_mask_holds(rng):
+    """The host never launches a 7x7 filter on igemm (49 taps > 32); launched anyway, it traps."""
+    import gpucnn
+    from gpucnn.backend.emulator import EmulatorLaunchError, compiler_available
+
+    if not compiler_available():
+        pytest.skip("no C++ compiler for the CUDA emulator")
+    backend = gpucnn.get_backend("cuda-emu")  # a trap would poison a real GPU's context
+    geom = ConvGeometry.from_shapes((1, 2, 9, 9), (3, 2, 7, 7), padding=3)
+    x = rng.standard_normal(geom.x_shape).astype(np.float32)
+    w = rng.standard_normal(geom.w_shape).astype(np.float32)
+    y = np.zeros(geom.y_shape, np.float32)
+    kernel = backend.function("conv2d_igemm_forward.cu", "conv2d_forward_igemm_64x64_f32")
+    with pytest.raises(EmulatorLaunchError, match="trap"):
+        kernel((2, 1, 1), (64, 1, 1), (x, w, w, y) + conv_algorithms._conv_scalars(geom) + (np.int32(0),))
 
 
 # --- the selection rule ---------------------------------------------------------------

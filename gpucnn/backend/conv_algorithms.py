@@ -50,6 +50,7 @@ TILE_K = 8
 #: The kernels split a pixel's filter taps into a 32-bit mask (kernels/igemm_tile.cuh).
 MAX_TAPS = 32
 _INT32_LIMIT = 2**31
+_MAX_GRID_YZ = 65535
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ def igemm_unsupported(op: str, g: ConvGeometry, dtype) -> str | None:
     """Why the igemm kernels cannot run ``op`` on ``g`` in ``dtype``, or None when they can.
 
     They are float32 only; they keep a pixel's taps in a 32-bit mask
-    (forward and backward-data); and they index within one image, and count
-    GEMM rows, in 32 bits (the image bases are 64-bit pointers).
+    (forward and backward-data); they index within one image, and count
+    GEMM rows, in 32 bits (the image bases are 64-bit pointers); and grid y
+    and z hold at most 65535 blocks.
     """
     if np.dtype(dtype) != np.float32:
         return f"the igemm kernels are float32 only, got {np.dtype(dtype)}"
@@ -157,6 +159,8 @@ def igemm_unsupported(op: str, g: ConvGeometry, dtype) -> str | None:
         return f"{g.R}x{g.S} filter has more than {MAX_TAPS} taps"
     if op == "backward_data" and gemm_shape(op, g)[2] > g.K * MAX_TAPS:
         return f"more than {MAX_TAPS} taps reach one output phase"
+    if -(-n // 32) > _MAX_GRID_YZ or g.stride[0] * g.stride[1] > _MAX_GRID_YZ:
+        return f"GEMM N={n} or stride {g.stride} needs more than {_MAX_GRID_YZ} blocks along grid y or z"
     sizes = {"N*P*Q": g.N * g.P * g.Q, "one image of x": g.C * g.H * g.W, "one image of y": g.K * g.P * g.Q,
              "w": g.K * g.C * g.R * g.S, "GEMM rows": m}
     for what, size in sizes.items():
@@ -416,9 +420,16 @@ def _conv_scalars(g: ConvGeometry) -> tuple:
                                        *g.stride, *g.pad, *g.dilation))
 
 
-def _function(backend, op: str, choice: Choice, dtype):
-    suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-    return backend.function(SOURCES[op], f"conv2d_{op}_igemm_{choice.tile.name}_{suffix}")
+def _function(backend, op: str, choice: Choice):
+    """The igemm entry point of ``choice`` (float32, the only dtype they have)."""
+    return backend.function(SOURCES[op], f"conv2d_{op}_igemm_{choice.tile.name}_f32")
+
+
+def _no_direct(op: str):
+    """The ``direct`` callback of a caller that gave none: a clear error if the rule needs it."""
+    def refuse(_):
+        raise ValueError(f"conv2d_{op}: the direct kernel was chosen but no direct launch was given")
+    return refuse
 
 
 def conv2d_forward(backend, x, w, b, g: ConvGeometry, activation=None, direct=None):
@@ -427,11 +438,13 @@ def conv2d_forward(backend, x, w, b, g: ConvGeometry, activation=None, direct=No
     Operands are checked, C-contiguous arrays of one dtype. ``activation`` is
     None or "relu" (fused into the igemm epilogue). ``direct(y)`` runs the
     direct kernel into y when the choice is "direct" (the backend's own
-    launch); the activation is then applied with ``xp``.
+    launch; needed unless igemm is forced); the activation is then applied
+    with ``xp``.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d_forward: activation must be one of {ACTIVATIONS}, got {activation!r}")
     xp = backend.xp
+    direct = direct or _no_direct("forward")
     y = backend.empty(g.y_shape, x.dtype)
 
     def run(choice):
@@ -443,7 +456,7 @@ def conv2d_forward(backend, x, w, b, g: ConvGeometry, activation=None, direct=No
         grid, block = choice.tile.grid(g.N * g.P * g.Q, g.K)
         epilogue = (EPILOGUE_BIAS if b is not None else 0) | (EPILOGUE_RELU if activation == "relu" else 0)
         # Without a bias the kernel never reads its bias argument: any array of the dtype will do.
-        _function(backend, "forward", choice, x.dtype)(
+        _function(backend, "forward", choice)(
             grid, block, (x, w, w if b is None else b, y) + _conv_scalars(g) + (np.int32(epilogue),))
 
     run(_select(backend, "forward", g, x.dtype, run))
@@ -455,6 +468,7 @@ def conv2d_backward_data(backend, dy, w, g: ConvGeometry, direct=None):
 
     ``direct(dx)`` runs the direct kernel when the choice is "direct".
     """
+    direct = direct or _no_direct("backward_data")
     dx = backend.empty(g.x_shape, dy.dtype)
 
     def run(choice):
@@ -463,7 +477,7 @@ def conv2d_backward_data(backend, dy, w, g: ConvGeometry, direct=None):
             return
         m, n, _ = gemm_shape("backward_data", g)
         grid, block = choice.tile.grid(m, n, layers=g.stride[0] * g.stride[1])
-        _function(backend, "backward_data", choice, dy.dtype)(grid, block, (dy, w, dx) + _conv_scalars(g))
+        _function(backend, "backward_data", choice)(grid, block, (dy, w, dx) + _conv_scalars(g))
 
     run(_select(backend, "backward_data", g, dy.dtype, run))
     return dx
@@ -476,6 +490,7 @@ def conv2d_backward_filter(backend, dy, x, g: ConvGeometry, direct=None):
     ``conv2d_backward_filter_reduce`` adds up in a fixed order (reproducible).
     ``direct(dw)`` runs the direct kernel when the choice is "direct".
     """
+    direct = direct or _no_direct("backward_filter")
     dw = backend.empty(g.w_shape, dy.dtype)
 
     def run(choice):
@@ -485,9 +500,8 @@ def conv2d_backward_filter(backend, dy, x, g: ConvGeometry, direct=None):
         m, n, _ = gemm_shape("backward_filter", g)
         grid, block = choice.tile.grid(m, n, layers=choice.splits)
         out = dw if choice.splits == 1 else backend.xp.empty((choice.splits,) + g.w_shape, dy.dtype)
-        _function(backend, "backward_filter", choice, dy.dtype)(
-            grid, block,
-            (dy, x, out) + _conv_scalars(g) + (np.int32(choice.tiles_per_split),))
+        _function(backend, "backward_filter", choice)(
+            grid, block, (dy, x, out) + _conv_scalars(g) + (np.int32(choice.tiles_per_split),))
         if choice.splits > 1:
             count = dw.size
             reduce_grid, reduce_block = elementwise_launch(count)
