@@ -1,7 +1,8 @@
 """Every CUDA source compiles for the GPU, on a machine with no GPU.
 
 - NVRTC (through CuPy's bindings, which need no device) with exactly the
-  options the ``cuda`` backend uses, for every supported architecture;
+  options the ``cuda`` backend uses, for the oldest and newest supported
+  architectures;
 - ``nvcc`` for every supported architecture, with warnings as errors.
 
 Both compile device code only (to cubin / a fatbin), so the checks stay fast.
@@ -19,6 +20,10 @@ from gpucnn.backend.cuda import COMPILE_OPTIONS, KERNELS_DIR
 
 # Compute capabilities gpucnn supports (DESIGN.md): T4, A100, RTX 30xx, H100/H200.
 ARCHS = ("75", "80", "86", "90")
+# NVRTC checks the oldest and the newest: code behind an architecture check is
+# compiled on both sides of it, and nvcc covers every architecture in between
+# (NVRTC for all four doubles the time these tests take for no extra finding).
+NVRTC_ARCHS = ("75", "90")
 
 SOURCES = sorted(KERNELS_DIR.glob("*.cu"))
 
@@ -41,10 +46,12 @@ def _nvrtc():
 
 
 def _extern_c_kernels(source: str) -> set:
+    """Names of the ``extern "C" __global__`` kernels of ``source`` (launch bounds ignored)."""
+    source = re.sub(r"__launch_bounds__\s*\([^)]*\)", " ", source)
     return set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(', source))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", NVRTC_ARCHS)
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_nvrtc_compiles(path, arch):
     """The backend's NVRTC options turn the source into a cubin for ``sm_<arch>``.
