@@ -72,15 +72,10 @@ struct TileShape {
 };
 
 // Four consecutive elements of a 16-byte aligned shared row, as one vector read.
+// (The igemm kernels are float32 only; float64 convolutions run the direct kernels.)
 __device__ __forceinline__ void load4(const float* p, float* out) {
     const float4 v = *reinterpret_cast<const float4*>(p);
     out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
-}
-
-__device__ __forceinline__ void load4(const double* p, double* out) {
-    const double2 lo = *reinterpret_cast<const double2*>(p);
-    const double2 hi = *reinterpret_cast<const double2*>(p + 2);
-    out[0] = lo.x; out[1] = lo.y; out[2] = hi.x; out[3] = hi.y;
 }
 
 // acc[i][j] += sum_{k < BK} As[k][m_i] * Bs[k][n_j]: one shared tile pair into
