@@ -495,3 +495,57 @@ def test_gradcam_costs_one_forward_and_a_partial_backward(shapes):
     t_cam = median_time(lambda: cam(x))
     print(f"Grad-CAM on 256 images: {t_cam * 1e3:.1f} ms; forward {t_forward * 1e3:.1f} ms, "
           f"forward+full backward {t_both * 1e3:.1f} ms (cpu, one thread)")
+
+
+# --- pictures and the command line ---------------------------------------------------------------------
+
+def test_class_means_and_display_panels():
+    from gpucnn.cam_plots import class_means, display_panels
+    rng = np.random.default_rng(0)
+    maps, labels = rng.random((9, 4, 5)), np.array([0, 2, 2, 0, 1, 2, 0, 0, 2])
+    means, counts = class_means(maps, labels, 4)
+    for c in range(3):
+        np.testing.assert_allclose(means[c], maps[labels == c].mean(axis=0))
+    assert counts.tolist() == [4, 1, 4, 0] and np.all(means[3] == 0)
+    image = rng.random((3, 4, 5))
+    assert display_panels(image)[0].shape == (4, 5, 3)                       # RGB
+    assert [p.shape for p in display_panels(image, "separate")] == [(4, 5)] * 3
+    two = display_panels(image[:2])[0]
+    np.testing.assert_allclose(two, (image[:2].sum(0) - image[:2].sum(0).min()) / np.ptp(image[:2].sum(0)))
+
+
+def test_plots_write_pngs(tmp_path):
+    from matplotlib.image import imread
+
+    from gpucnn.cam_plots import plot_cam_grid, plot_class_averages, plot_overlay
+    x, y, _ = make_shapes(6, size=12, channels=3, seed=0)
+    maps = np.random.default_rng(0).random((6, 12, 12))
+    written = [plot_cam_grid(x, maps, tmp_path / "grid.png", labels=y, predictions=(y + 1) % 4, ncols=4),
+               plot_cam_grid(x, maps, tmp_path / "sep.png", channels="separate", ncols=3),
+               plot_overlay(x[0], maps[0], tmp_path / "one.png", channels="separate",
+                            channel_names=["tracks", "ECAL", "HCAL"]),
+               plot_class_averages(x, maps, y, tmp_path / "avg.png", class_names=["a", "b", "c", "d"])]
+    for path in written:
+        assert imread(path).shape[0] > 50
+    wide, narrow = imread(tmp_path / "sep.png"), imread(tmp_path / "grid.png")
+    assert wide.shape[1] > narrow.shape[1]  # 3 samples x 3 channel panels vs 4 samples
+    with pytest.raises(ValueError, match="same N, H, W"):
+        plot_cam_grid(x, maps[:, :5], tmp_path / "bad.png")
+
+
+def test_command_line(tmp_path, capsys):
+    from gpucnn.cli import main
+    model = gc.Sequential([gc.Conv2D(1, 4, 3, padding=1, rng=0), gc.ReLU(), gc.MaxPool2D(2),
+                           gc.Conv2D(4, 4, 3, padding=1, rng=1), gc.ReLU(), gc.GlobalAvgPool2D(),
+                           gc.Dense(4, 4, rng=2)])
+    model.save(tmp_path / "model.npz")
+    args = ["gradcam", "--model", str(tmp_path), "--dataset", "shapes", "--method", "gradcam++",
+            "--indices", "0", "3", "7", "--out", str(tmp_path / "cam.png"), "--faithfulness",
+            "--average", str(tmp_path / "avg.png"), "--backend", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "gradcam++ heatmaps of 3 shapes test images" in out
+    assert "pointing game" in out and "faithfulness gain" in out
+    assert (tmp_path / "cam.png").exists() and (tmp_path / "avg.png").exists()
+    assert main(["gradcam", "--model", str(tmp_path), "--dataset", "digits", "--backend", "cpu"]) == 1
+    assert "the data has 10 classes" in capsys.readouterr().err
