@@ -193,24 +193,29 @@ def bilinear_loop(m, H, W):
     return out
 
 
-def test_scorecam_raw_map_matches_a_plain_loop(backend):
+@pytest.mark.parametrize("target", ["per_sample", "callable_with_gradient"])
+def test_scorecam_raw_map_matches_a_plain_loop(backend, target):
     model, x = small_model(backend), small_input()
     A = run_layers(model, x, model.layers[:TAP + 1])
-    classes = [1, 0]
+    class_idx = {"per_sample": [1, 0], "callable_with_gradient": Contrast()}[target]
+    # the score of masked copy of sample n, from its logits (1, K)
+    score = {"per_sample": lambda z, n: z[0, [1, 0][n]],
+             "callable_with_gradient": lambda z, n: z[0, 2] - z[0, 0]}[target]
     weights = np.zeros(A.shape[:2])
     for n in range(A.shape[0]):
         for k in range(A.shape[1]):
             up = bilinear_loop(A[n, k], 6, 6)
             span = up.max() - up.min()
             mask = (up - up.min()) / span if span > 0 else np.zeros_like(up)
-            weights[n, k] = run_layers(model, x[n:n + 1] * mask, model.layers)[0, classes[n]]
+            logits = run_layers(model, x[n:n + 1] * mask, model.layers)
+            weights[n, k] = score(logits, n)
         e = np.exp(weights[n] - weights[n].max())
         weights[n] = e / e.sum()
     expected = np.maximum(np.einsum("nk,nkhw->nhw", weights, A), 0)
     # batch_size 3 with 4 channels: the batches cut across samples
     cam = ScoreCAM(model, batch_size=3)
-    np.testing.assert_allclose(cam.explain(x, class_idx=classes).weights, weights, rtol=1e-10)
-    np.testing.assert_allclose(cam(x, class_idx=classes, raw=True), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cam.explain(x, class_idx=class_idx).weights, weights, rtol=1e-10)
+    np.testing.assert_allclose(cam(x, class_idx=class_idx, raw=True), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_bilinear_resize_matches_a_loop_and_pytorch():

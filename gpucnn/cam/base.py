@@ -90,10 +90,12 @@ class Explainer:
         return self.model.backend
 
     def to_input(self, x):
-        """x (N, C, H, W) as an array of the model's backend and dtype."""
-        if getattr(x, "ndim", None) != 4:
+        """x (N, C, H, W) -- host or backend array, or nested lists -- on the model's backend, in its dtype."""
+        if not hasattr(x, "ndim"):
+            x = np.asarray(x)
+        if x.ndim != 4:
             raise ValueError(f"{type(self).__name__}: expected images of shape (N, C, H, W), "
-                             f"got shape {tuple(getattr(x, 'shape', ()))}")
+                             f"got shape {tuple(x.shape)}")
         return self.backend.asarray(x, dtype=self.model.dtype)
 
     def forward(self, x, tap: int | None = None):

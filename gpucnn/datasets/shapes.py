@@ -71,7 +71,7 @@ def make_shapes(n: int, size: int = 32, channels: int = 1, seed=0, noise: float 
     - labels: int64 (n,), indices into ``SHAPE_NAMES`` (balanced, shuffled);
     - masks: bool (n, size, size), True on the object's pixels.
 
-    The object's half-extent is 15-30% of ``size``; it lies wholly inside the
+    The object's half-extent is 20-35% of ``size``; it lies wholly inside the
     image. ``colour_jitter`` (channels > 1 only) is the std of the per-image,
     per-channel change of the class colour, so colour is evidence but not a
     certainty. ``seed`` is an int or a ``numpy.random.Generator``.
