@@ -85,7 +85,7 @@ def test_numpy_reference_filters_and_one_thread(tmp_path):
     pairs = _check_records(data, "numpy")
     assert "numba 1" in data["meta"]["threads"]
     assert "BLAS/OpenMP 1" in data["meta"]["backends"][0]["reference_threads"]
-    assert data["meta"]["backends"][0]["peak"]["device"].endswith(", 1 cores")
+    assert data["meta"]["backends"][0]["peak"]["device"].endswith(", 1 core")
     assert numba.get_num_threads() == threads_before  # the limit ends with the run
     assert pairs == _expected_pairs(workload.select(ids={"L2", "P3"}), ())
     assert all(r["samples"] == 2 for r in data["records"])  # one sample per round
@@ -192,7 +192,7 @@ def test_workload_matches_the_issue_table():
 
 def test_cpu_peak_is_plausible():
     peak = cpu_peak(measure_bandwidth=False)
-    cores = int(peak.device.rsplit(",", 1)[1].split()[0])
+    cores = int(peak.device.rsplit(",", 1)[1].split()[0])  # "<model>, <n> cores"
     assert 1 <= cores <= (__import__("os").cpu_count() or 1)
     # 0.5-6 GHz x 2-64 FLOP/cycle per core.
     assert cores * 0.5e9 * 2 <= peak.flops <= cores * 6e9 * 64

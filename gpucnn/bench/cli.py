@@ -120,6 +120,16 @@ def _versions() -> dict:
     versions = {"python": platform.python_version(), "numpy": numpy.__version__, "numba": numba.__version__,
                 "gpucnn": __version__}
     try:
+        versions["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+        versions["blas"] = ", ".join(f"{i['internal_api']} {i['version']}" for i in threadpool_info()
+                                     if i["user_api"] == "blas")
+    except ImportError:
+        pass
+    try:
         import cupy
         versions["cupy"] = cupy.__version__
     except ImportError:

@@ -139,7 +139,7 @@ def cpu_peak(measure_bandwidth: bool = True, threads: int | None = None) -> Peak
     per_cycle, assumption = cpu_flop_per_cycle(flags)
     bandwidth = _copy_bandwidth() if measure_bandwidth else float("nan")
     return Peak(
-        device=f"{model}, {cores} cores",
+        device=f"{model}, {cores} core{'s' if cores != 1 else ''}",
         flops=cores * clock * per_cycle,
         bandwidth=bandwidth,
         flops_note=(f"{cores} cores x {clock / 1e9:.3f} GHz ({clock_source}) x {per_cycle} FP32 FLOP/cycle "

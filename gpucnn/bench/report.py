@@ -114,3 +114,25 @@ def plot(path, records: list[dict], title: str = "gpucnn bench") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+
+def _times(x) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def format_markdown(records: list[dict]) -> str:
+    """The records as a Markdown table: medians, and the speedup of the minima beside that of the medians.
+
+    On a machine shared with other work the minimum is the time least disturbed by it.
+    """
+    lines = ["| case | op | shape | our kernel | ms | rate | % peak | ref ms | ref % peak | speedup | speedup of minima |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        rate = _rate(r) + (f" ({r['images_per_s']:.0f} img/s)" if r["family"] == "train" else "")
+        best = _times(None if r["reference_min_s"] is None else r["reference_min_s"] / r["min_s"])
+        lines.append(f"| {r['case']} | {SHORT_OP.get(r['op'], r['op'])} | {r['shape']} | {r['algorithm']} "
+                     f"| {_ms(r['median_s'])} | {rate} | {_pct(r['peak_fraction'])} "
+                     f"| {_ms(r['reference_median_s'])} | {_pct(r['reference_peak_fraction'])} "
+                     f"| {_times(r['speedup'])} | {best} |")
+    return "\n".join(lines)

@@ -85,6 +85,7 @@ def kernel_record(backend, case, op: str, ours: Timing, theirs: Timing | None, r
         "reference": None if reference is None else reference["reference"],
         "reference_algorithm": reference_algorithm,
         "reference_median_s": ref_median,
+        "reference_min_s": None if theirs is None else theirs.min_s,
         "reference_peak_fraction": None if ref_median is None else work / ref_median / limit,
         "speedup": _ratio(ref_median, median),
     }
@@ -107,6 +108,7 @@ def training_record(backend, spec: dict, ours: Timing, theirs: Timing | None, re
         "peak_metric": "FP32 FLOP/s", "batch": batch, "images_per_s": batch / median,
         "reference": None if reference is None else reference["reference"],
         "reference_algorithm": reference_algorithm, "reference_median_s": ref_median,
+        "reference_min_s": None if theirs is None else theirs.min_s,
         "reference_peak_fraction": None if ref_median is None else flops / ref_median / peak.flops,
         "reference_images_per_s": None if ref_median is None else batch / ref_median,
         "speedup": _ratio(ref_median, median),
