@@ -226,3 +226,23 @@ def test_training_flops_count_conv_and_dense_three_times():
     # jet at 40x40: 5x5 1->32 at 40x40, 3x3 32->64 at 20x20, 3x3 64->128 at 10x10, dense 128->2.
     forward = 2 * 4 * (32 * 40 * 40 * 1 * 25 + 64 * 20 * 20 * 32 * 9 + 128 * 10 * 10 * 64 * 9 + 128 * 2)
     assert end_to_end.training_flops(spec) == 3 * forward
+
+
+def test_a_dead_reference_leaves_our_timings_without_comparison(capsys):
+    import gpucnn
+    from gpucnn.bench.peak import cpu_peak
+    from gpucnn.bench.reference import ReferenceProcess
+    from gpucnn.bench.suite import Settings, run_backend
+
+    cases = workload.with_batch(workload.select(ids={"P1"}), 1)
+    with ReferenceProcess("cpu", "numpy") as ref:
+        assert ref.info["library"] == "numpy"
+        ref._proc.kill()
+        ref._proc.wait()
+        records = run_backend(gpucnn.get_backend("cpu"), cases, [], ref, cpu_peak(False),
+                              Settings(repeats=1, rounds=2, warmup=0, min_sample_s=0.0, settle_s=0.0), 1)
+    assert [r["op"] for r in records] == list(workload.MAX_POOL_OPS)
+    for r in records:
+        assert r["median_s"] > 0 and r["samples"] == 2
+        assert r["reference"] is None and r["reference_median_s"] is None and r["speedup"] is None
+    assert "reference failed" in capsys.readouterr().err

@@ -265,8 +265,11 @@ class ReferenceProcess:
 
     def _request(self, message: dict) -> tuple[Timing, str]:
         self.info  # noqa: B018 -- the greeting comes first
-        self._proc.stdin.write(json.dumps(message) + "\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except OSError as err:  # the worker has died
+            raise RuntimeError(f"bench: the reference worker is gone ({err})") from err
         answer = self._receive()
         return Timing(answer["samples"], answer["calls"]), answer["algorithm"]
 
