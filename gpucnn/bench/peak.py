@@ -154,14 +154,24 @@ def gpu_peak(device: int | None = None) -> Peak:
     from cupy.cuda import runtime
 
     dev = cupy.cuda.Device(device)
-    attr = lambda a: runtime.deviceGetAttribute(a, dev.id)  # noqa: E731
+    props = runtime.getDeviceProperties(dev.id)
+
+    def attr(name: str, prop: str) -> int:
+        # Attributes first: CUDA 13 dropped clockRate and memoryClockRate from cudaDeviceProp.
+        try:
+            return int(runtime.deviceGetAttribute(getattr(runtime, name), dev.id))
+        except (AttributeError, runtime.CUDARuntimeError):
+            if prop in props:
+                return int(props[prop])
+            raise RuntimeError(f"bench peak: this CUDA runtime reports neither {name} nor {prop}") from None
+
     major, minor = (int(v) for v in (dev.compute_capability[:-1], dev.compute_capability[-1]))
-    sms = attr(runtime.cudaDevAttrMultiProcessorCount)
-    clock_khz = attr(runtime.cudaDevAttrClockRate)
-    mem_khz = attr(runtime.cudaDevAttrMemoryClockRate)
-    bus_bits = attr(runtime.cudaDevAttrGlobalMemoryBusWidth)
+    sms = attr("cudaDevAttrMultiProcessorCount", "multiProcessorCount")
+    clock_khz = attr("cudaDevAttrClockRate", "clockRate")
+    mem_khz = attr("cudaDevAttrMemoryClockRate", "memoryClockRate")
+    bus_bits = attr("cudaDevAttrGlobalMemoryBusWidth", "memoryBusWidth")
     cores = FP32_CORES_PER_SM.get((major, minor), FP32_CORES_PER_SM_DEFAULT)
-    name = runtime.getDeviceProperties(dev.id)["name"]
+    name = props["name"]
     name = name.decode() if isinstance(name, bytes) else name
     return Peak(
         device=f"{name} (sm_{major}{minor})",
