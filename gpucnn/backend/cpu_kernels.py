@@ -1,9 +1,8 @@
 """Numba kernels of the ``cpu`` backend: the loops around the BLAS GEMMs, and pooling.
 
-Convolution runs as im2col + one GEMM (see ``cpu.py``); the kernels here move
-data between the NCHW tensors and the column matrix, and never call BLAS
-themselves, so the Numba threads (``prange``) and the BLAS threads never run
-at the same time and together never exceed the cores.
+Convolution runs as im2col + one GEMM per batch chunk (see ``cpu.py``); the
+kernels here move data between the NCHW tensors and the column matrix, and
+never call BLAS themselves.
 
 Layouts used by the convolution kernels, for a chunk of ``nb`` images starting
 at image ``n0``:
@@ -15,9 +14,32 @@ at image ``n0``:
 - "K-major" outputs ``(K, nb*P*Q)``: what ``W (K, CRS) @ col`` produces, the
   NCHW output with the channel axis moved in front of the batch.
 
-Every parallel loop is over independent output rows or planes, so no two
-threads write the same element. Each kernel is compiled once per dtype
-(float32 and float64) and cached on disk.
+Threads: these kernels are single-threaded on purpose; BLAS is the one thread
+pool of the backend. Each loop is over independent tasks (a (row, image) run,
+an (image, channel) plane) that no two tasks write in common, so ``prange``
+would be a one-word change, but it does not pay on the 2-core machines this
+project targets. Numba's default threading layer is GNU OpenMP, whose idle
+workers spin after every parallel loop; that spin takes a core from the
+OpenBLAS GEMM that follows, and OpenBLAS's idle workers do the same back.
+Measured (float32, N=64, C=32 14x14 -> K=64, 3x3, pad 1, 2 MiB chunks; min of
+15 runs on a 2-core VM at load average ~1.5; forward / backward-data /
+backward-filter in ms):
+
+- ``prange`` kernels, default OpenMP, 2 BLAS threads:   63.9 / 68.0 / 60.1
+- ``prange`` kernels, ``OMP_WAIT_POLICY=PASSIVE``:        6.0 /  5.5 /  6.3
+- single-threaded kernels, 2 BLAS threads:               6.7 /  5.4 /  6.0
+
+The passive wait policy only helps when it is set before the process loads
+libgomp (PyTorch ships its own and may load it first), so the backend does
+not depend on it: the data movement runs on one core, which is within noise of
+the parallel version here, and the GEMM gets both.
+
+Direct loops instead of im2col + GEMM were measured too and lost on every
+shape tried (one thread, CPU time, ms, forward / backward-data /
+backward-filter): C=1 28x28 -> K=32 3x3: direct 17.8 / 13.6 / 15.5 against
+2.9 / 1.9 / 2.8 for im2col + GEMM; C=32 14x14 -> K=64: 345 / 286 / 277
+against 10.4 / 10.5 / 12.4. OpenBLAS's packed micro-kernels beat a Numba
+loop nest even at C*R*S = 9, so the backend has no direct path.
 
 Indexing: the convolution kernels address the arrays flat (``x.ravel()``,
 ``col.ravel()``) and cast each index to ``uint64``. Numba wraps a negative
@@ -25,13 +47,13 @@ signed index around (``a[-1]``), which costs a compare per access and keeps
 LLVM from vectorising the copy loops; an unsigned index skips that. The
 indices are non-negative by construction (``valid_range`` clips every loop to
 the cells inside the image), and the test-suite runs these kernels with
-``NUMBA_BOUNDSCHECK=1`` to prove they stay in bounds. Measured on the 2-core
-CI machine (one thread, float32, N=64, 3x3, pad 1), this made im2col 2-4x
+``NUMBA_BOUNDSCHECK=1`` to prove they stay in bounds. Measured on the same
+machine (one thread, float32, N=64, 3x3, pad 1), this made im2col 2-4x
 faster than the same loops over 2-D slices: 2.4 vs 9.2 ms at C=32 14x14,
 4.4 vs 7.5 ms at C=32 20x20.
 """
 
-from numba import njit, prange, uint64
+from numba import njit, uint64
 
 
 @njit(cache=True, inline="always")
@@ -51,7 +73,7 @@ def valid_range(out_size, stride, offset, size):
 
 # --- convolution: im2col / col2im and the layout changes around the GEMM ------
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def im2col(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
     """Fill ``col`` (C*R*S, nb*P*Q) from images ``x[n0 : n0+nb]`` of x (N, C, H, W).
 
@@ -66,7 +88,7 @@ def im2col(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
     nb = ncols // PQ
     xf = x.ravel()
     cf = col.ravel()
-    for task in prange(C * R * S * nb):
+    for task in range(C * R * S * nb):
         row = task // nb
         i = task - row * nb
         c = row // (R * S)
@@ -96,7 +118,7 @@ def im2col(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                     cf[dst + uint64(j)] = xf[src + uint64(j * sw)]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
     """Overwrite ``dx[n0 : n0+nb]`` (of dx (N, C, H, W)) with the sum of ``dcol`` entries.
 
@@ -111,7 +133,7 @@ def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
     nb = ncols // PQ
     df = dcol.ravel()
     xf = dx.ravel()
-    for task in prange(nb * C):
+    for task in range(nb * C):
         i = task // C
         c = task - i * C
         plane0 = ((n0 + i) * C + c) * H * W
@@ -134,7 +156,7 @@ def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                             xf[dst + uint64(j * sw)] += df[src + uint64(j)]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def k_major_to_nchw(ycol, n0, y, b):
     """``y[n0+i, k, :] = ycol[k, i*PQ : (i+1)*PQ] + b[k]``: ycol (K, nb*PQ) -> y (N, K, PQ)."""
     K, PQ = y.shape[1], y.shape[2]
@@ -142,7 +164,7 @@ def k_major_to_nchw(ycol, n0, y, b):
     nb = ncols // PQ
     src_f = ycol.ravel()
     dst_f = y.ravel()
-    for task in prange(nb * K):
+    for task in range(nb * K):
         i = task // K
         k = task - i * K
         src = uint64(k * ncols + i * PQ)
@@ -152,7 +174,7 @@ def k_major_to_nchw(ycol, n0, y, b):
             dst_f[dst + uint64(j)] = src_f[src + uint64(j)] + bias
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def nchw_to_k_major(dy, n0, out):
     """``out[k, i*PQ : (i+1)*PQ] = dy[n0+i, k, :]``: dy (N, K, PQ) -> out (K, nb*PQ)."""
     K, PQ = dy.shape[1], dy.shape[2]
@@ -160,7 +182,7 @@ def nchw_to_k_major(dy, n0, out):
     nb = ncols // PQ
     src_f = dy.ravel()
     dst_f = out.ravel()
-    for task in prange(K * nb):
+    for task in range(K * nb):
         k = task // nb
         i = task - k * nb
         src = uint64(((n0 + i) * K + k) * PQ)
@@ -171,7 +193,7 @@ def nchw_to_k_major(dy, n0, out):
 
 # --- pooling: one task per (n, c) plane ------------------------------------------
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def max_pool2d_forward(x, R, S, sh, sw, ph, pw, y, argmax):
     """y[n,c,p,q] = max of the window, argmax = flat index h*W + w of its first maximum.
 
@@ -181,7 +203,7 @@ def max_pool2d_forward(x, R, S, sh, sw, ph, pw, y, argmax):
     """
     N, C, H, W = x.shape
     P, Q = y.shape[2], y.shape[3]
-    for task in prange(N * C):
+    for task in range(N * C):
         n = task // C
         c = task - n * C
         plane = x[n, c]
@@ -203,14 +225,14 @@ def max_pool2d_forward(x, R, S, sh, sw, ph, pw, y, argmax):
                 argmax[n, c, p, q] = where
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def max_pool2d_backward(dy, argmax, dx):
     """dx[n, c, argmax[n,c,j]] += dy[n,c,j]: dy, argmax (N, C, P*Q) -> dx (N, C, H*W), overwritten.
 
     The caller has checked ``0 <= argmax < H*W``.
     """
     N, C, PQ = dy.shape
-    for task in prange(N * C):
+    for task in range(N * C):
         n = task // C
         c = task - n * C
         plane = dx[n, c]
@@ -219,13 +241,13 @@ def max_pool2d_backward(dy, argmax, dx):
             plane[argmax[n, c, j]] += dy[n, c, j]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def avg_pool2d_forward(x, R, S, sh, sw, ph, pw, y):
     """y[n,c,p,q] = (sum of the window's in-image cells) / (R*S): x (N, C, H, W) -> y (N, C, P, Q)."""
     N, C, H, W = x.shape
     P, Q = y.shape[2], y.shape[3]
     scale = 1.0 / (R * S)
-    for task in prange(N * C):
+    for task in range(N * C):
         n = task // C
         c = task - n * C
         plane = x[n, c]
@@ -242,13 +264,13 @@ def avg_pool2d_forward(x, R, S, sh, sw, ph, pw, y):
                 y[n, c, p, q] = acc * scale
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def avg_pool2d_backward(dy, R, S, sh, sw, ph, pw, dx):
     """Each window adds dy[n,c,p,q]/(R*S) to its in-image cells: dy (N, C, P, Q) -> dx (N, C, H, W), overwritten."""
     N, C, H, W = dx.shape
     P, Q = dy.shape[2], dy.shape[3]
     scale = 1.0 / (R * S)
-    for task in prange(N * C):
+    for task in range(N * C):
         n = task // C
         c = task - n * C
         plane = dx[n, c]
