@@ -22,14 +22,17 @@ from . import cpu_kernels as kern
 from .base import Backend
 from .geometry import ConvGeometry, PoolGeometry
 
-# A chunk holds as many images as keep its column matrix under COL_BYTES, so
-# the column matrix im2col writes is still in cache when the GEMM reads it,
-# and memory stays bounded for any batch. Measured (one thread, CPU time, ms,
-# float32, N=64, C=32 20x20 -> K=64, 3x3, pad 1), backward-data takes 17.7
-# with 1 or 2 MiB chunks, 22.1 with 4, 25.0 with 8 and 26.9 with the whole
-# batch (29 MiB) in one; forward and backward-filter gain less. Two-thread
-# wall-clock runs agree within their noise.
-COL_BYTES = 2 * 2**20
+# A chunk holds as many images as keep its column matrix (and its K-major
+# GEMM operand) under COL_BYTES, so memory stays bounded for any batch.
+# Smaller, cache-sized chunks make the work itself cheaper but cost one BLAS thread hand-off per GEMM call, and on
+# a shared machine each hand-off can wait a scheduler time slice for the
+# other BLAS thread. Measured (float32, N=64, C=32 20x20 -> K=64, 3x3, pad 1,
+# ms, backward-data): one thread, CPU time: 17.7 with 2 MiB chunks, 25.0 with
+# 8, 26.9 with the whole batch (29 MiB) in one chunk; two threads, wall clock
+# at load average 2.6-3.1: 252-256 with 2 MiB, 61-65 with 8, 32-34 with one
+# chunk (forward alike). The cache gain appears only at L2 sizes and is lost
+# many times over as soon as the machine is shared, so chunks are large.
+COL_BYTES = 64 * 2**20
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -56,8 +59,9 @@ def _check(op: str, arrays: dict, dtype=None) -> np.dtype:
 
 
 def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
-    """Images per chunk so that the column matrix (C*R*S, nb*P*Q) stays under COL_BYTES."""
-    per_image = geom.C * geom.R * geom.S * geom.P * geom.Q * itemsize
+    """Images per chunk so that the column matrix (C*R*S, nb*P*Q) and the K-major
+    operand (K, nb*P*Q) beside it each stay under COL_BYTES (one image at least)."""
+    per_image = max(geom.C * geom.R * geom.S, geom.K) * geom.P * geom.Q * itemsize
     return max(1, min(geom.N, COL_BYTES // per_image))
 
 
