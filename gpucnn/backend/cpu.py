@@ -22,16 +22,17 @@ from . import cpu_kernels as kern
 from .base import Backend
 from .geometry import ConvGeometry, PoolGeometry
 
-# A chunk holds as many images as keep its column matrix (and its K-major
-# GEMM operand) under COL_BYTES, so memory stays bounded for any batch.
-# Smaller, cache-sized chunks make the work itself cheaper but cost one BLAS thread hand-off per GEMM call, and on
-# a shared machine each hand-off can wait a scheduler time slice for the
-# other BLAS thread. Measured (float32, N=64, C=32 20x20 -> K=64, 3x3, pad 1,
-# ms, backward-data): one thread, CPU time: 17.7 with 2 MiB chunks, 25.0 with
-# 8, 26.9 with the whole batch (29 MiB) in one chunk; two threads, wall clock
-# at load average 2.6-3.1: 252-256 with 2 MiB, 61-65 with 8, 32-34 with one
-# chunk (forward alike). The cache gain appears only at L2 sizes and is lost
-# many times over as soon as the machine is shared, so chunks are large.
+# A chunk holds as many images as keep its column matrix (and its K-major GEMM
+# operand) under COL_BYTES, so memory stays bounded for any batch. Smaller,
+# cache-sized chunks make the work itself cheaper but cost one BLAS thread
+# hand-off per GEMM call, and on a shared machine each hand-off can wait a
+# scheduler time slice for the other BLAS thread. Measured (float32, N=64,
+# C=32 20x20 -> K=64, 3x3, pad 1, ms, backward-data): one thread, CPU time:
+# 17.7 with 2 MiB chunks, 25.0 with 8, 26.9 with the whole batch (29 MiB) in
+# one chunk; two threads, wall clock at load average 2.6-3.1: 252-256 with 2
+# MiB, 61-65 with 8, 32-34 with one chunk (forward alike). The cache gain
+# appears only at L2 sizes and is lost many times over as soon as the machine
+# is shared, so chunks are large.
 COL_BYTES = 64 * 2**20
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
