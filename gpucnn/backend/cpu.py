@@ -168,11 +168,9 @@ class CPUBackend(Backend):
             # The kernel scatters to argmax unchecked; an index from elsewhere must not write out of bounds.
             raise ValueError(f"max_pool2d_backward: argmax holds indices outside [0, {HW}) of the "
                              f"{geom.H}x{geom.W} input plane")
-        N, C = geom.N, geom.C
-        dx = np.empty((N, C, HW), dtype)
-        kern.max_pool2d_backward(np.ascontiguousarray(dy).reshape(N, C, -1),
-                                 np.ascontiguousarray(argmax).reshape(N, C, -1), dx)
-        return dx.reshape(geom.x_shape)
+        dx = np.empty(geom.x_shape, dtype)
+        kern.max_pool2d_backward(np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx)
+        return dx
 
     def avg_pool2d_forward(self, x, geom: PoolGeometry):
         dtype = _check("avg_pool2d_forward", {"x": (x, geom.x_shape)})
