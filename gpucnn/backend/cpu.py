@@ -66,6 +66,22 @@ def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
     return max(1, min(geom.N, COL_BYTES // per_image))
 
 
+def _chunks(geom: ConvGeometry, dtype, rows_a: int, rows_b: int):
+    """Yield ``(n0, a, b)`` for each batch chunk of ``nb`` images starting at image ``n0``.
+
+    ``a`` (rows_a, nb*P*Q) and ``b`` (rows_b, nb*P*Q) are C-contiguous views of
+    two buffers allocated once per call and reused by every chunk (the last
+    chunk may be shorter).
+    """
+    PQ = geom.P * geom.Q
+    nb_max = _chunk_size(geom, dtype.itemsize)
+    buf_a = np.empty(rows_a * nb_max * PQ, dtype)
+    buf_b = np.empty(rows_b * nb_max * PQ, dtype)
+    for n0 in range(0, geom.N, nb_max):
+        cols = min(nb_max, geom.N - n0) * PQ
+        yield n0, buf_a[:rows_a * cols].reshape(rows_a, cols), buf_b[:rows_b * cols].reshape(rows_b, cols)
+
+
 def _conv_args(geom: ConvGeometry):
     """The geometry as the positional ints the im2col/col2im kernels take."""
     return (geom.R, geom.S, geom.P, geom.Q, geom.stride[0], geom.stride[1],
@@ -93,16 +109,10 @@ class CPUBackend(Backend):
         dtype = _check("conv2d_forward", arrays)
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
         b = np.zeros(geom.K, dtype) if b is None else np.ascontiguousarray(b)
-        PQ, CRS = geom.P * geom.Q, geom.C * geom.R * geom.S
+        CRS = geom.C * geom.R * geom.S
         w2 = w.reshape(geom.K, CRS)
-        y = np.empty((geom.N, geom.K, PQ), dtype)
-        nb_max = _chunk_size(geom, dtype.itemsize)
-        col_buf = np.empty(CRS * nb_max * PQ, dtype)
-        ycol_buf = np.empty(geom.K * nb_max * PQ, dtype)
-        for n0 in range(0, geom.N, nb_max):
-            cols = min(nb_max, geom.N - n0) * PQ
-            col = col_buf[:CRS * cols].reshape(CRS, cols)
-            ycol = ycol_buf[:geom.K * cols].reshape(geom.K, cols)
+        y = np.empty((geom.N, geom.K, geom.P * geom.Q), dtype)
+        for n0, col, ycol in _chunks(geom, dtype, CRS, geom.K):
             kern.im2col(x, n0, col, *_conv_args(geom))
             np.matmul(w2, col, out=ycol)
             kern.k_major_to_nchw(ycol, n0, y, b)
@@ -111,17 +121,11 @@ class CPUBackend(Backend):
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
         dtype = _check("conv2d_backward_data", {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
         dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
-        PQ, CRS = geom.P * geom.Q, geom.C * geom.R * geom.S
+        CRS = geom.C * geom.R * geom.S
         wt = w.reshape(geom.K, CRS).T
-        dy3 = dy.reshape(geom.N, geom.K, PQ)
+        dy3 = dy.reshape(geom.N, geom.K, geom.P * geom.Q)
         dx = np.empty(geom.x_shape, dtype)
-        nb_max = _chunk_size(geom, dtype.itemsize)
-        dcol_buf = np.empty(CRS * nb_max * PQ, dtype)
-        dyk_buf = np.empty(geom.K * nb_max * PQ, dtype)
-        for n0 in range(0, geom.N, nb_max):
-            cols = min(nb_max, geom.N - n0) * PQ
-            dyk = dyk_buf[:geom.K * cols].reshape(geom.K, cols)
-            dcol = dcol_buf[:CRS * cols].reshape(CRS, cols)
+        for n0, dcol, dyk in _chunks(geom, dtype, CRS, geom.K):
             kern.nchw_to_k_major(dy3, n0, dyk)
             np.matmul(wt, dyk, out=dcol)
             kern.col2im(dcol, n0, dx, *_conv_args(geom))
@@ -130,16 +134,10 @@ class CPUBackend(Backend):
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
         dtype = _check("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
         dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
-        PQ, CRS = geom.P * geom.Q, geom.C * geom.R * geom.S
-        dy3 = dy.reshape(geom.N, geom.K, PQ)
+        CRS = geom.C * geom.R * geom.S
+        dy3 = dy.reshape(geom.N, geom.K, geom.P * geom.Q)
         dw = np.zeros((geom.K, CRS), dtype)
-        nb_max = _chunk_size(geom, dtype.itemsize)
-        col_buf = np.empty(CRS * nb_max * PQ, dtype)
-        dyk_buf = np.empty(geom.K * nb_max * PQ, dtype)
-        for n0 in range(0, geom.N, nb_max):
-            cols = min(nb_max, geom.N - n0) * PQ
-            col = col_buf[:CRS * cols].reshape(CRS, cols)
-            dyk = dyk_buf[:geom.K * cols].reshape(geom.K, cols)
+        for n0, col, dyk in _chunks(geom, dtype, CRS, geom.K):
             kern.im2col(x, n0, col, *_conv_args(geom))
             kern.nchw_to_k_major(dy3, n0, dyk)
             dw += dyk @ col.T
@@ -164,7 +162,7 @@ class CPUBackend(Backend):
                 f"{getattr(argmax, 'shape', '')}"
             )
         HW = geom.H * geom.W
-        if argmax.size and (argmax.min() < 0 or argmax.max() >= HW):
+        if argmax.min() < 0 or argmax.max() >= HW:
             # The kernel scatters to argmax unchecked; an index from elsewhere must not write out of bounds.
             raise ValueError(f"max_pool2d_backward: argmax holds indices outside [0, {HW}) of the "
                              f"{geom.H}x{geom.W} input plane")

@@ -47,7 +47,9 @@ signed index around (``a[-1]``), which costs a compare per access and keeps
 LLVM from vectorising the copy loops; an unsigned index skips that. The
 indices are non-negative by construction (``valid_range`` clips every loop to
 the cells inside the image), and the test-suite runs these kernels with
-``NUMBA_BOUNDSCHECK=1`` to prove they stay in bounds. Measured on the same
+``NUMBA_BOUNDSCHECK=1`` to prove they stay in bounds. Every array passed in
+must be C-contiguous (``ravel`` of any other array is a copy, and writes to
+it would be lost); ``cpu.py`` guarantees that. Measured on the same
 machine (one thread, float32, N=64, 3x3, pad 1), this made im2col 2-4x
 faster than the same loops over 2-D slices: 2.4 vs 9.2 ms at C=32 14x14,
 4.4 vs 7.5 ms at C=32 20x20.
@@ -97,7 +99,7 @@ def im2col(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
         plo, phi = valid_range(P, sh, r * dh - ph, H)
         qlo, qhi = valid_range(Q, sw, s * dw - pw, W)
         out0 = row * ncols + i * PQ                                  # start of this run in col
-        in0 = ((n0 + i) * C + c) * H * W + qlo * sw + s * dw - pw    # x cell of (p=0 row, q=qlo)
+        in0 = ((n0 + i) * C + c) * H * W + qlo * sw + s * dw - pw    # plane start + column of q=qlo
         for o in range(out0, out0 + plo * Q):
             cf[uint64(o)] = 0
         for o in range(out0 + phi * Q, out0 + PQ):
