@@ -112,6 +112,19 @@ def _progress(record: dict) -> None:
           f"{record['median_s'] * 1e3:9.3f} ms{ref}", file=sys.stderr, flush=True)
 
 
+def _git_commit() -> str | None:
+    """``git describe --always --dirty`` of the source tree gpucnn runs from, if it is a git checkout."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def _versions() -> dict:
     import numba
     import numpy
@@ -119,6 +132,9 @@ def _versions() -> dict:
     from .. import __version__
     versions = {"python": platform.python_version(), "numpy": numpy.__version__, "numba": numba.__version__,
                 "gpucnn": __version__}
+    commit = _git_commit()
+    if commit:
+        versions["gpucnn_commit"] = commit
     try:
         versions["numba_threading_layer"] = numba.threading_layer()
     except ValueError:  # no parallel region has run yet
