@@ -128,7 +128,7 @@ class NumpyKernels:
         self.device, self.clock = device, WallClock()
 
     def describe(self) -> dict:
-        return {"reference": f"numpy {np.__version__} im2col+matmul", "library": "numpy",
+        return {"reference": f"numpy {np.__version__} baseline", "library": "numpy",
                 "versions": {"numpy": np.__version__}}
 
     def prepare(self, case, op: str, seed: int):

@@ -160,13 +160,15 @@ def run_backend(backend, cases, models, ref, peak, settings: Settings, train_bat
                                          reference if theirs else None, algorithm, peak))
             if progress:
                 progress(records[-1])
-    # A training step is long: one step per sample.
+    # A training step is long: one step per sample. Only PyTorch has a training step to compare with.
     step_settings = replace(settings, min_sample_s=0.0)
+    train_ref = ref if reference is not None and reference["library"] == "torch" else None
     for name in models:
         spec = end_to_end.training_spec(name, train_batch, settings.seed)
         fn = end_to_end.gpucnn_training_step(backend, spec)
-        call = None if ref is None else _guarded(
-            lambda repeats, warmup, calls: ref.time_training(spec, repeats, warmup, calls), f"train {name}")
+        call = None if train_ref is None else _guarded(
+            lambda repeats, warmup, calls: train_ref.time_training(spec, repeats, warmup, calls),
+            f"train {name}")
         ours, theirs, algorithm = compare(fn, clock, call, step_settings)
         records.append(training_record(backend, spec, ours, theirs, reference if theirs else None,
                                        algorithm, peak))
