@@ -23,17 +23,18 @@ from .base import Backend
 from .geometry import ConvGeometry, PoolGeometry
 
 # A chunk holds as many images as keep its column matrix (and its K-major GEMM
-# operand) under COL_BYTES, so memory stays bounded for any batch. Smaller,
-# cache-sized chunks make the work itself cheaper but cost one BLAS thread
-# hand-off per GEMM call, and on a shared machine each hand-off can wait a
-# scheduler time slice for the other BLAS thread. Measured (float32, N=64,
-# C=32 20x20 -> K=64, 3x3, pad 1, ms, backward-data): one thread, CPU time:
-# 17.7 with 2 MiB chunks, 25.0 with 8, 26.9 with the whole batch (29 MiB) in
-# one chunk; two threads, wall clock at load average 2.6-3.1: 252-256 with 2
-# MiB, 61-65 with 8, 32-34 with one chunk (forward alike). The cache gain
-# appears only at L2 sizes and is lost many times over as soon as the machine
-# is shared, so chunks are large.
-COL_BYTES = 64 * 2**20
+# operand) under COL_BYTES, so memory stays bounded for any batch, and the
+# column matrix that im2col writes is still in cache when the GEMM reads it.
+# Measured (float32, N=64, 3x3, pad 1, two threads, median ms, load average
+# 0.7, 2 MiB / 64 MiB chunks): C=32 14x14 -> K=64 forward 7.1 / 9.4, backward-
+# data 6.1 / 9.5, backward-filter 7.4 / 8.5; C=32 20x20 -> K=64 12.8 / 15.0,
+# 11.4 / 19.0, 12.9 / 16.0; one thread, CPU time, backward-data at 20x20: 17.7
+# with 1 or 2 MiB, 22.1 with 4, 25.0 with 8, 26.9 with one chunk. The price:
+# every chunk is a BLAS call, and on a machine crowded with other processes
+# each call can wait a scheduler time slice for its second BLAS thread (at
+# load average 3 on 2 cores, 2 MiB chunks ran 4-8x slower than one chunk).
+# Benchmarks and training want the quiet case, so chunks are cache-sized.
+COL_BYTES = 2 * 2**20
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
