@@ -11,6 +11,10 @@ from .losses import BinaryCrossEntropyWithLogits, Loss, MSELoss, SoftmaxCrossEnt
 from .model import Sequential, load_model
 from .optim import SGD, Adam, AdamW, CosineLR, Optimizer, Parameter, StepLR
 from .random import seed
+from . import datasets, metrics, models, plots
+from .callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint
+from .trainer import History, NonFiniteLossError, Trainer
+from .cam import GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, ScoreCAM
 
 __version__ = "0.1.0"
 
@@ -22,4 +26,7 @@ __all__ = [
     "Sequential", "load_model",
     "SGD", "Adam", "AdamW", "CosineLR", "Optimizer", "Parameter", "StepLR",
     "seed",
+    "Trainer", "History", "NonFiniteLossError", "Callback", "EarlyStopping", "ModelCheckpoint",
+    "LearningRateScheduler",
+    "GradCAM", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "ScoreCAM",
 ]
