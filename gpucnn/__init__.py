@@ -11,7 +11,7 @@ from .losses import BinaryCrossEntropyWithLogits, Loss, MSELoss, SoftmaxCrossEnt
 from .model import Sequential, load_model
 from .optim import SGD, Adam, AdamW, CosineLR, Optimizer, Parameter, StepLR
 from .random import seed
-from . import datasets, metrics, models, plots
+from . import datasets, metrics, models
 from .callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint
 from .trainer import History, NonFiniteLossError, Trainer
 from .cam import GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, ScoreCAM

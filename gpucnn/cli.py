@@ -271,11 +271,13 @@ def run_info(args) -> int:
                   f"{total / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
     else:
         print("GPU: none usable")
-    # Numba names its threading layer only after a parallel kernel has run once.
-    backend = gc.get_backend("cpu")
-    geom = gc.PoolGeometry.from_shape((1, 1, 2, 2), (2, 2), (2, 2), (0, 0))
-    backend.max_pool2d_forward(np.zeros((1, 1, 2, 2), np.float32), geom)
-    print(f"NumPy {np.__version__}, Numba {numba.__version__} (threading layer {numba.threading_layer()}, "
+    # Numba names its threading layer only once a parallel kernel has run; the cpu
+    # backend's kernels are single-threaded (BLAS does the parallel work), so it may have none.
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not started: the cpu kernels are serial, BLAS threads do the parallel work"
+    print(f"NumPy {np.__version__}, Numba {numba.__version__} (threading layer {layer}, "
           f"{numba.get_num_threads()} threads), CuPy {cupy_version}")
     return 0
 
