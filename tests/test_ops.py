@@ -63,7 +63,7 @@ def rel_err(a, ref):
 
 
 def need_dtype(backend, dtype):
-    if dtype == np.float64 and not getattr(backend, "supports_float64", True):
+    if dtype == np.float64 and not backend.supports_float64:
         pytest.skip(f"{backend.name} backend has no float64")
 
 

@@ -14,6 +14,17 @@ import numpy as np
 from .geometry import ConvGeometry, PoolGeometry
 
 
+#: What ``conv2d_forward`` may fuse after the bias: nothing, or max(y, 0).
+CONV_ACTIVATIONS = (None, "relu")
+
+
+def check_conv_activation(activation) -> None:
+    """Raise ValueError unless ``activation`` is one of ``CONV_ACTIVATIONS``."""
+    if activation not in CONV_ACTIVATIONS:
+        raise ValueError(f"conv2d_forward: activation must be one of {CONV_ACTIVATIONS}, "
+                         f"got {activation!r}")
+
+
 class Backend:
     """Base class of the ``cpu``, ``cuda`` and ``cuda-emu`` backends.
 
@@ -24,6 +35,8 @@ class Backend:
 
     name: str = "abstract"
     xp = np
+    supports_float64 = True
+    float_dtypes = (np.dtype(np.float32), np.dtype(np.float64))
 
     # --- moving data -----------------------------------------------------
 
@@ -41,6 +54,31 @@ class Backend:
     def __repr__(self) -> str:
         return f"<gpucnn backend {self.name!r}>"
 
+    def check_operands(self, op: str, arrays: dict, dtype=None) -> np.dtype:
+        """Check ``{name: (array, expected_shape)}``; return their common float dtype.
+
+        Every array must be an ``xp`` array of float32 or float64, all of one
+        dtype (or of ``dtype`` when given), of the expected shape. Raises
+        TypeError/ValueError naming ``op``, the array and the shapes -- the
+        ops' guard against a caller that bypassed the layers' own checks.
+        """
+        common = None if dtype is None else np.dtype(dtype)
+        for name, (a, shape) in arrays.items():
+            if not isinstance(a, self.xp.ndarray):
+                raise TypeError(f"{op}: {name} must be a {self.xp.__name__} array on the "
+                                f"{self.name} backend, got {type(a).__name__}")
+            if common is None:
+                if a.dtype not in self.float_dtypes:
+                    raise TypeError(f"{op}: {name} has dtype {a.dtype}, expected float32 or float64")
+                common = a.dtype
+            elif a.dtype != common:
+                raise TypeError(f"{op}: {name} has dtype {a.dtype}, expected {common} "
+                                f"like the other operands")
+            if a.shape != tuple(shape):
+                raise ValueError(f"{op}: {name} has shape {a.shape}, expected {tuple(shape)} "
+                                 f"from the geometry")
+        return common
+
     # --- convolution ------------------------------------------------------
 
     def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
@@ -48,11 +86,13 @@ class Backend:
         "backward_filter") on ``geom`` -- what benchmarks log beside their timings."""
         return "default"
 
-    def conv2d_forward(self, x, w, b, geom: ConvGeometry):
-        """y[n,k,p,q] = b[k] + sum_{c,r,s} x[n,c,p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s].
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry, activation=None):
+        """y[n,k,p,q] = act(b[k] + sum_{c,r,s} x[n,c,p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s]).
 
         x (N, C, H, W), w (K, C, R, S), b (K,) or None -> y (N, K, P, Q);
-        positions outside x read as zero (padding).
+        positions outside x read as zero (padding). ``activation``: None or
+        "relu" (``CONV_ACTIVATIONS``); the GPU kernels fuse it into the
+        epilogue, saving a pass over y.
         """
         raise NotImplementedError(f"{self.name} backend does not implement conv2d_forward")
 

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .base import check_conv_activation
 from .geometry import ConvGeometry
-from .launch import elementwise_launch
+from .launch import elementwise_launch, gemm_tile_launch
 
 log = logging.getLogger("gpucnn.conv")
 
@@ -71,7 +72,7 @@ class TileConfig:
 
     def grid(self, m: int, n: int, layers: int = 1) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """Grid and block covering an ``m`` x ``n`` GEMM output ``layers`` times (blockIdx.z)."""
-        return (-(-m // self.rows), -(-n // self.cols), layers), (self.threads, 1, 1)
+        return gemm_tile_launch(m, n, self.rows, self.cols, self.threads, layers)
 
 
 def _tiles(*configs: TileConfig) -> dict[str, TileConfig]:
@@ -411,7 +412,6 @@ def _time_candidates(backend, choices: list[Choice], run) -> Choice:
 
 EPILOGUE_BIAS = 1
 EPILOGUE_RELU = 2
-ACTIVATIONS = (None, "relu")
 
 
 def _conv_scalars(g: ConvGeometry) -> tuple:
@@ -441,8 +441,7 @@ def conv2d_forward(backend, x, w, b, g: ConvGeometry, activation=None, direct=No
     launch; needed unless igemm is forced); the activation is then applied
     with ``xp``.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"conv2d_forward: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    check_conv_activation(activation)
     xp = backend.xp
     direct = direct or _no_direct("forward")
     y = backend.empty(g.y_shape, x.dtype)

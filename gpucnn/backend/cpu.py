@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cpu_kernels as kern
-from .base import Backend
+from .base import Backend, check_conv_activation
 from .geometry import ConvGeometry, PoolGeometry
 
 # A chunk holds as many images as keep its column matrix (and its K-major GEMM
@@ -35,30 +35,6 @@ from .geometry import ConvGeometry, PoolGeometry
 # load average 3 on 2 cores, 2 MiB chunks ran 4-8x slower than one chunk).
 # Benchmarks and training want the quiet case, so chunks are cache-sized.
 COL_BYTES = 2 * 2**20
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check(op: str, arrays: dict, dtype=None) -> np.dtype:
-    """Check ``{name: (array, expected_shape)}``; return the common float dtype.
-
-    Every array must be a NumPy float32/float64 array of the expected shape,
-    all of one dtype (or of ``dtype`` when given). Raises TypeError/ValueError
-    naming ``op``, the array and the shapes.
-    """
-    for name, (a, shape) in arrays.items():
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{op}: {name} must be a NumPy array on the cpu backend, got {type(a).__name__}")
-        if a.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
-        if dtype is None:
-            dtype = a.dtype
-        elif a.dtype != dtype:
-            raise TypeError(f"{op}: {name} has dtype {a.dtype} but expected {dtype} like the other operands")
-        if a.shape != tuple(shape):
-            raise ValueError(f"{op}: {name} has shape {a.shape}, expected {tuple(shape)} from the geometry")
-    return dtype
-
 
 def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
     """Images per chunk so that the column matrix (C*R*S, nb*P*Q) and the K-major
@@ -99,15 +75,21 @@ class CPUBackend(Backend):
 
     name = "cpu"
     xp = np
-    supports_float64 = True
 
     # --- convolution ------------------------------------------------------
 
-    def conv2d_forward(self, x, w, b, geom: ConvGeometry):
+    def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
+        """Every convolution op here is im2col (or col2im) around one BLAS GEMM per
+        column chunk; a cache-blocked direct loop measured 5-30x slower on every
+        shape of the benchmark workload, so there is no per-shape choice."""
+        return "im2col+gemm"
+
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry, activation=None):
+        check_conv_activation(activation)
         arrays = {"x": (x, geom.x_shape), "w": (w, geom.w_shape)}
         if b is not None:
             arrays["b"] = (b, (geom.K,))
-        dtype = _check("conv2d_forward", arrays)
+        dtype = self.check_operands("conv2d_forward", arrays)
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
         b = np.zeros(geom.K, dtype) if b is None else np.ascontiguousarray(b)
         CRS = geom.C * geom.R * geom.S
@@ -117,10 +99,12 @@ class CPUBackend(Backend):
             kern.im2col(x, n0, col, *_conv_args(geom))
             np.matmul(w2, col, out=ycol)
             kern.k_major_to_nchw(ycol, n0, y, b)
+        if activation == "relu":
+            np.maximum(y, 0, out=y)
         return y.reshape(geom.y_shape)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
-        dtype = _check("conv2d_backward_data", {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
+        dtype = self.check_operands("conv2d_backward_data", {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
         dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
         CRS = geom.C * geom.R * geom.S
         wt = w.reshape(geom.K, CRS).T
@@ -133,7 +117,7 @@ class CPUBackend(Backend):
         return dx
 
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
-        dtype = _check("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
+        dtype = self.check_operands("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
         dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
         CRS = geom.C * geom.R * geom.S
         dy3 = dy.reshape(geom.N, geom.K, geom.P * geom.Q)
@@ -147,7 +131,7 @@ class CPUBackend(Backend):
     # --- pooling ----------------------------------------------------------
 
     def max_pool2d_forward(self, x, geom: PoolGeometry):
-        dtype = _check("max_pool2d_forward", {"x": (x, geom.x_shape)})
+        dtype = self.check_operands("max_pool2d_forward", {"x": (x, geom.x_shape)})
         x = np.ascontiguousarray(x)
         y = np.empty(geom.y_shape, dtype)
         argmax = np.empty(geom.y_shape, np.int32)
@@ -155,7 +139,7 @@ class CPUBackend(Backend):
         return y, argmax
 
     def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
-        dtype = _check("max_pool2d_backward", {"dy": (dy, geom.y_shape)})
+        dtype = self.check_operands("max_pool2d_backward", {"dy": (dy, geom.y_shape)})
         if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 or argmax.shape != geom.y_shape:
             raise TypeError(
                 f"max_pool2d_backward: argmax must be an int32 array of shape {geom.y_shape} "
@@ -172,13 +156,13 @@ class CPUBackend(Backend):
         return dx
 
     def avg_pool2d_forward(self, x, geom: PoolGeometry):
-        dtype = _check("avg_pool2d_forward", {"x": (x, geom.x_shape)})
+        dtype = self.check_operands("avg_pool2d_forward", {"x": (x, geom.x_shape)})
         y = np.empty(geom.y_shape, dtype)
         kern.avg_pool2d_forward(np.ascontiguousarray(x), *_pool_args(geom), y)
         return y
 
     def avg_pool2d_backward(self, dy, geom: PoolGeometry):
-        dtype = _check("avg_pool2d_backward", {"dy": (dy, geom.y_shape)})
+        dtype = self.check_operands("avg_pool2d_backward", {"dy": (dy, geom.y_shape)})
         dx = np.empty(geom.x_shape, dtype)
         kern.avg_pool2d_backward(np.ascontiguousarray(dy), *_pool_args(geom), dx)
         return dx

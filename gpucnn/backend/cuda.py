@@ -75,8 +75,6 @@ class CudaBackend(Backend):
     Every op takes float32 or float64 operands of one dtype.
     """
 
-    supports_float64 = True
-
     def __init__(self, name: str, xp, load_module, synchronize=None):
         self.name = name
         self.xp = xp
@@ -106,29 +104,6 @@ class CudaBackend(Backend):
 
     # --- host-side plumbing ----------------------------------------------
 
-    def _check(self, op: str, arrays: dict, dtype=None) -> np.dtype:
-        """Check ``{name: (array, expected_shape)}``; return their common float dtype.
-
-        Every array must be an ``xp`` array of float32 or float64 (or of
-        ``dtype`` when given), all of one dtype, of the expected shape.
-        Raises TypeError/ValueError naming ``op``, the array and the shapes.
-        """
-        common = None if dtype is None else np.dtype(dtype)
-        for name, (a, shape) in arrays.items():
-            if not isinstance(a, self.xp.ndarray):
-                raise TypeError(f"{op}: {name} must be a {self.xp.__name__} array on the "
-                                f"{self.name} backend, got {type(a).__name__}")
-            if common is None:
-                if a.dtype not in _DTYPE_SUFFIX:
-                    raise TypeError(f"{op}: {name} has dtype {a.dtype}, expected float32 or float64")
-                common = a.dtype
-            elif a.dtype != common:
-                raise TypeError(f"{op}: {name} has dtype {a.dtype}, expected {common}")
-            if a.shape != tuple(shape):
-                raise ValueError(f"{op}: {name} has shape {a.shape}, expected {tuple(shape)} "
-                                 f"from the geometry")
-        return common
-
     def _contiguous(self, *arrays):
         """The arrays C-contiguous, as the kernels index them (no copy when they already are)."""
         return tuple(self.xp.ascontiguousarray(a) for a in arrays)
@@ -152,12 +127,12 @@ class CudaBackend(Backend):
     # Each op runs the kernel conv_algorithms chooses; ``direct`` launches the
     # direct kernel into the output conv_algorithms allocated.
 
-    def conv2d_forward(self, x, w, b, geom: ConvGeometry):
+    def conv2d_forward(self, x, w, b, geom: ConvGeometry, activation=None):
         op = "conv2d_forward"
         arrays = {"x": (x, geom.x_shape), "w": (w, geom.w_shape)}
         if b is not None:
             arrays["b"] = (b, (geom.K,))
-        dtype = self._check(op, arrays)
+        dtype = self.check_operands(op, arrays)
         x, w = self._contiguous(x, w)
         b = None if b is None else self._contiguous(b)[0]
         args = _conv_args(op, geom)
@@ -168,11 +143,12 @@ class CudaBackend(Backend):
             self._launch(CONV_SOURCE, "conv2d_forward_direct", dtype, _size(geom.y_shape),
                          (x, w, bias, y) + args)
 
-        return conv_algorithms.conv2d_forward(self, x, w, b, geom, direct=direct)
+        return conv_algorithms.conv2d_forward(self, x, w, b, geom, activation=activation,
+                                              direct=direct)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
         op = "conv2d_backward_data"
-        dtype = self._check(op, {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
+        dtype = self.check_operands(op, {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
         dy, w = self._contiguous(dy, w)
         args = _conv_args(op, geom)
 
@@ -184,7 +160,7 @@ class CudaBackend(Backend):
 
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
         op = "conv2d_backward_filter"
-        dtype = self._check(op, {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
+        dtype = self.check_operands(op, {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
         dy, x = self._contiguous(dy, x)
         args = _conv_args(op, geom)
 
@@ -198,7 +174,7 @@ class CudaBackend(Backend):
 
     def max_pool2d_forward(self, x, geom: PoolGeometry):
         op = "max_pool2d_forward"
-        dtype = self._check(op, {"x": (x, geom.x_shape)})
+        dtype = self.check_operands(op, {"x": (x, geom.x_shape)})
         # argmax holds h*W + w in an int32.
         _int32_args(op, (geom.H * geom.W,))
         (x,) = self._contiguous(x)
@@ -212,8 +188,8 @@ class CudaBackend(Backend):
         """See ``Backend``. The kernel compares argmax with each input cell and never
         indexes memory with it, so an out-of-range argmax cannot write out of bounds."""
         op = "max_pool2d_backward"
-        dtype = self._check(op, {"dy": (dy, geom.y_shape)})
-        self._check(op, {"argmax": (argmax, geom.y_shape)}, dtype=np.int32)
+        dtype = self.check_operands(op, {"dy": (dy, geom.y_shape)})
+        self.check_operands(op, {"argmax": (argmax, geom.y_shape)}, dtype=np.int32)
         dy, argmax = self._contiguous(dy, argmax)
         dx = self.empty(geom.x_shape, dtype)
         self._launch(POOL_SOURCE, "max_pool2d_backward", dtype, _size(geom.x_shape),
@@ -222,7 +198,7 @@ class CudaBackend(Backend):
 
     def avg_pool2d_forward(self, x, geom: PoolGeometry):
         op = "avg_pool2d_forward"
-        dtype = self._check(op, {"x": (x, geom.x_shape)})
+        dtype = self.check_operands(op, {"x": (x, geom.x_shape)})
         (x,) = self._contiguous(x)
         y = self.empty(geom.y_shape, dtype)
         self._launch(POOL_SOURCE, "avg_pool2d_forward", dtype, _size(geom.y_shape),
@@ -231,7 +207,7 @@ class CudaBackend(Backend):
 
     def avg_pool2d_backward(self, dy, geom: PoolGeometry):
         op = "avg_pool2d_backward"
-        dtype = self._check(op, {"dy": (dy, geom.y_shape)})
+        dtype = self.check_operands(op, {"dy": (dy, geom.y_shape)})
         (dy,) = self._contiguous(dy)
         dx = self.empty(geom.x_shape, dtype)
         self._launch(POOL_SOURCE, "avg_pool2d_backward", dtype, _size(geom.x_shape),

@@ -31,3 +31,18 @@ def elementwise_launch(total: int, threads: int = ELEMENTWISE_THREADS):
         raise ValueError(f"elementwise_launch: need at least one element, got total={total}")
     blocks = min(-(-total // threads), MAX_ELEMENTWISE_BLOCKS)
     return (blocks, 1, 1), (threads, 1, 1)
+
+
+def gemm_tile_launch(m: int, n: int, tile_rows: int, tile_cols: int, threads: int, layers: int = 1):
+    """Grid and block for a tiled GEMM kernel: one block per ``tile_rows`` x ``tile_cols``
+    tile of the ``m`` x ``n`` output, ``layers`` times along blockIdx.z.
+
+    For the implicit-GEMM convolutions (``kernels/conv2d_igemm_*.cu``): the
+    grid is ``(ceil(m / tile_rows), ceil(n / tile_cols), layers)``, where
+    ``layers`` is the split-K slices of backward-filter or the stride phases
+    of backward-data; ``threads`` is fixed by the tile (each thread owns an
+    8x8 sub-tile). The kernels guard the ragged last tiles.
+    """
+    if min(m, n, layers) < 1:
+        raise ValueError(f"gemm_tile_launch: need a non-empty output, got m={m}, n={n}, layers={layers}")
+    return (-(-m // tile_rows), -(-n // tile_cols), layers), (threads, 1, 1)
