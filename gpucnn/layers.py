@@ -15,11 +15,13 @@ written next to its forward and reads like the derivative it computes.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 
 from .backend import get_backend
+from .backend.base import CONV_ACTIVATIONS
 from .backend.geometry import ConvGeometry, PoolGeometry, check_nchw, pair
 from .random import as_generator
 
@@ -30,6 +32,13 @@ def register(cls):
     """Record a layer class by name, so a saved architecture can be rebuilt."""
     LAYER_TYPES[cls.__name__] = cls
     return cls
+
+
+def _is_default(value, default) -> bool:
+    """Whether a config value equals its constructor default (an int default also matches the pair)."""
+    if default is inspect.Parameter.empty:
+        return False
+    return value == default or (isinstance(value, tuple) and value == (default, default))
 
 
 class Layer:
@@ -50,7 +59,13 @@ class Layer:
         return {}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        """The constructor call, leaving out arguments at their default (as PyTorch prints
+        modules), so that ``summary()`` rows stay readable: ``Conv2D(in_channels=1,
+        out_channels=32, kernel_size=(3, 3), padding=(1, 1))``."""
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+                         if not _is_default(v, defaults.get(k, inspect.Parameter.empty)))
         return f"{type(self).__name__}({args})"
 
     @property
@@ -146,10 +161,14 @@ class Conv2D(_Parametric):
     x (N, C, H, W) -> y (N, K, P, Q) with W (K, C, R, S) and b (K,);
     ``P = (H + 2*pad - dilation*(R-1) - 1) // stride + 1``.
     ``kernel_size``, ``stride``, ``padding`` and ``dilation`` take an int or a pair.
+    ``activation="relu"`` makes the layer ``max(conv(x) + b, 0)`` in one kernel
+    (Keras' ``Conv2D(..., activation="relu")``): the GPU kernels apply it in
+    their epilogue, saving the separate ReLU layer's pass over y. Like ``ReLU``,
+    the fused activation has a ``guided`` mode for guided backpropagation.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, bias=True, rng=None):
+                 dilation=1, bias=True, activation=None, rng=None):
         super().__init__()
         where = f"Conv2D({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -164,6 +183,10 @@ class Conv2D(_Parametric):
             raise ValueError(f"{where}: kernel_size, stride and dilation must be positive")
         if min(self.padding) < 0:
             raise ValueError(f"{where}: padding {self.padding} must not be negative")
+        if activation not in CONV_ACTIVATIONS:
+            raise ValueError(f"{where}: activation must be one of {CONV_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.guided = False
         self.use_bias = bool(bias)
         self.weight_shape = (out_channels, in_channels) + self.kernel_size
         self.reset_parameters(rng)
@@ -171,7 +194,7 @@ class Conv2D(_Parametric):
     def get_config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, bias=self.use_bias)
+                    dilation=self.dilation, bias=self.use_bias, activation=self.activation)
 
     def geometry(self, input_shape) -> ConvGeometry:
         """The checked geometry of this layer for an input of ``input_shape``."""
@@ -184,12 +207,16 @@ class Conv2D(_Parametric):
 
     def forward(self, x, training=True):
         geom = self.geometry(x.shape)
-        self._cache = (x, geom)
-        return self.backend.conv2d_forward(x, self.params["W"], self.params.get("b"), geom)
+        y = self.backend.conv2d_forward(x, self.params["W"], self.params.get("b"), geom,
+                                        activation=self.activation)
+        self._cache = (x, geom, y > 0 if self.activation == "relu" else None)
+        return y
 
     def backward(self, dy):
-        x, geom = self._saved()
+        x, geom, positive = self._saved()
         self._check_dy(dy, geom.y_shape)
+        if positive is not None:  # d relu(z)/dz = [z > 0], and y > 0 exactly where z > 0
+            dy = dy * ((positive & (dy > 0)) if self.guided else positive)
         self.grads["W"] += self.backend.conv2d_backward_filter(dy, x, geom)
         if self.use_bias:
             self.grads["b"] += dy.sum(axis=(0, 2, 3))

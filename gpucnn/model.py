@@ -96,12 +96,16 @@ class Sequential:
                 layer.reset_parameters(rng)
 
     def state_arrays(self) -> dict:
-        """Every parameter and buffer as host NumPy arrays, keyed ``"{index}.{name}"``."""
+        """A snapshot of every parameter and buffer as host NumPy arrays, keyed ``"{index}.{name}"``.
+
+        The arrays are copies (like Keras' ``get_weights``), also on the cpu
+        backend, so training on does not change a snapshot taken earlier.
+        """
         out = {}
         for i, layer in enumerate(self.layers):
             for store in (layer.params, layer.buffers):
                 for key, value in store.items():
-                    out[f"{i}.{key}"] = layer.backend.to_numpy(value)
+                    out[f"{i}.{key}"] = np.array(layer.backend.to_numpy(value), copy=True)
         return out
 
     def load_state_arrays(self, arrays: dict, source: str = "state") -> None:

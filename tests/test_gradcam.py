@@ -277,6 +277,18 @@ def test_guided_backprop_matches_numpy_reference(backend):
                                rtol=1e-10, atol=1e-12)
 
 
+def test_guided_backprop_through_fused_conv_relu(backend):
+    """Conv2D(activation="relu") has the guided mode of the ReLU it replaces."""
+    rng = np.random.default_rng(3)  # the weights of guided_model(seed=3)
+    fused = gc.Sequential([gc.Conv2D(2, 3, 3, padding=1, activation="relu", rng=rng), gc.MaxPool2D(2),
+                           gc.Conv2D(3, 4, 3, padding=1, activation="relu", rng=rng), gc.Flatten(),
+                           gc.Dense(36, 3, rng=rng)]).to(backend, np.float64)
+    x, classes = small_input(), np.array([2, 1])
+    expected = guided_reference(guided_model(backend), x, classes)
+    np.testing.assert_allclose(GuidedBackprop(fused)(x, classes), expected, rtol=1e-10, atol=1e-12)
+    assert not any(layer.guided for layer in fused.layers if isinstance(layer, gc.Conv2D))
+
+
 def test_guided_gradcam_with_a_relu_in_the_head(backend):
     """The head's ReLU is guided too, so the guided pass restarts at the logits."""
     model, x = small_model(backend), small_input()

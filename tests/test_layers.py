@@ -4,10 +4,13 @@ The loss used for the checks is L = sum(y * G) with a fixed random G, so
 dL/dy = G and the analytic backward(G) must equal the numerical dL/dx.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
 import gpucnn as gc
+from gpucnn.backend import conv_algorithms
 
 from gradcheck import assert_gradients_match, numerical_gradient
 
@@ -24,6 +27,7 @@ CASES = {
     "conv_per_axis": (lambda: gc.Conv2D(1, 2, (2, 3), stride=(1, 2), padding=(0, 2), rng=7),
                       (2, 1, 5, 5)),
     "conv_no_bias": (lambda: gc.Conv2D(2, 2, 3, bias=False, rng=8), (1, 2, 4, 4)),
+    "conv_fused_relu": (lambda: gc.Conv2D(2, 3, 3, padding=1, activation="relu", rng=11), (2, 2, 5, 6)),
     "maxpool2": (lambda: gc.MaxPool2D(2), (2, 2, 6, 5)),
     "maxpool3_s2_p1": (lambda: gc.MaxPool2D(3, stride=2, padding=1), (1, 2, 7, 7)),
     "avgpool2": (lambda: gc.AvgPool2D(2), (2, 2, 4, 6)),
@@ -80,7 +84,7 @@ def _check_layer(layer, x, backend, training=True, rng=None):
 
 
 def _skip_without_float64(backend):
-    if not getattr(backend, "supports_float64", True):
+    if not backend.supports_float64:
         pytest.skip(f"{backend.name} computes in float32 only")
 
 
@@ -97,6 +101,36 @@ def test_batchnorm_eval_gradient_uses_running_statistics(backend, rng):
     for _ in range(3):  # give the running statistics non-trivial values
         layer.forward(backend.asarray(rng.standard_normal((4, 3, 2, 2)) * 2 + 1))
     _check_layer(layer, _input((2, 3, 3, 2), rng), backend, training=False, rng=rng)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("algorithm", ["rule", "igemm"])
+def test_fused_relu_equals_conv_then_relu(backend, guided, algorithm, rng):
+    """Conv2D(activation="relu") is Conv2D followed by ReLU, forward and backward, also in
+    guided mode; on the CUDA backends also with the igemm kernel's fused epilogue forced."""
+    if algorithm == "igemm" and not backend.name.startswith("cuda"):
+        pytest.skip("the cpu backend has one convolution algorithm")
+    x = backend.asarray(rng.standard_normal((3, 5, 9, 7)).astype(np.float32))
+    fused = gc.Conv2D(5, 6, 3, padding=1, activation="relu", rng=3).to(backend)
+    conv, relu = gc.Conv2D(5, 6, 3, padding=1, rng=3).to(backend), gc.ReLU()
+    fused.guided = relu.guided = guided
+    forced = conv_algorithms.force(forward="igemm") if algorithm == "igemm" else contextlib.nullcontext()
+    with forced:
+        y = fused.forward(x)
+    want = relu.forward(conv.forward(x))
+    np.testing.assert_allclose(backend.to_numpy(y), backend.to_numpy(want), rtol=1e-5, atol=1e-5)
+    assert 0.2 < float((backend.to_numpy(want) == 0).mean()) < 0.8  # the clamp is exercised
+    dy = backend.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    np.testing.assert_allclose(backend.to_numpy(fused.backward(dy)),
+                               backend.to_numpy(conv.backward(relu.backward(dy))), rtol=1e-5, atol=1e-5)
+    for key in ("W", "b"):
+        np.testing.assert_allclose(backend.to_numpy(fused.grads[key]), backend.to_numpy(conv.grads[key]),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_fused_activation_is_refused():
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, kernel_size=3\): activation must be one of"):
+        gc.Conv2D(2, 3, 3, activation="tanh")
 
 
 def test_gradients_accumulate_until_zero_grad(rng):

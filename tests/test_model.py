@@ -14,7 +14,7 @@ def _cnn(seed=0):
     gc.seed(seed)
     return gc.Sequential([
         gc.Conv2D(1, 4, 3, padding=1), gc.BatchNorm2D(4), gc.ReLU(), gc.MaxPool2D(2),
-        gc.Conv2D(4, 6, (3, 2), stride=(1, 2)), gc.LeakyReLU(0.2), gc.AvgPool2D(2, padding=1),
+        gc.Conv2D(4, 6, (3, 2), stride=(1, 2), activation="relu"), gc.AvgPool2D(2, padding=1),
         gc.Flatten(), gc.Dropout(0.3), gc.Dense(6 * 2 * 2, 3),
     ])
 
@@ -119,6 +119,27 @@ def test_summary_lists_shapes_and_parameter_counts():
     total = sum(v.size for layer in model.layers for v in layer.params.values())
     assert f"Total parameters: {total:,}" in text
     assert "40" in text.splitlines()[2]  # conv 4*1*3*3 + 4
+
+
+def test_summary_rows_name_only_non_default_arguments():
+    text = _cnn().summary(input_shape=(1, 10, 10))
+    assert "0: Conv2D(in_channels=1, out_channels=4, kernel_size=(3, 3), padding=(1, 1))" in text
+    assert "Conv2D(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(1, 2), activation='relu')" in text
+    assert "dilation" not in text and "bias" not in text
+
+
+def test_state_arrays_is_a_snapshot(rng):
+    model = _cnn()
+    before = model.state_arrays()
+    kept = {k: v.copy() for k, v in before.items()}
+    x = rng.standard_normal((4, 1, 10, 10)).astype(np.float32)
+    model.forward(x)  # BatchNorm's running statistics move
+    model.zero_grad()
+    model.backward(np.ones((4, 3), np.float32))
+    gc.SGD(model.parameters(), lr=0.1).step()
+    for key, value in before.items():
+        np.testing.assert_array_equal(value, kept[key])
+    assert any(not np.array_equal(v, model.state_arrays()[k]) for k, v in before.items())
 
 
 def test_forward_backward_chain_equals_layer_by_layer(rng):

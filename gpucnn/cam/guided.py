@@ -3,25 +3,32 @@
 Guided backpropagation (Springenberg et al., arXiv:1412.6806) is the gradient
 of the score with respect to the input, where every ReLU's backward also
 drops negative incoming gradients. The ReLU layers have that mode as a flag
-(``ReLU.guided``); ``guided_relus`` switches it on for one call and restores
-it afterwards, also when the call raises.
+(``ReLU.guided``, and ``Conv2D.guided`` for a convolution with a fused ReLU);
+``guided_relus`` switches it on for one call and restores it afterwards, also
+when the call raises.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ..layers import ReLU
+from ..layers import Conv2D, ReLU
 from .base import Explainer
 from .gradcam import GradCAM
 from .imageops import scale_to_unit, upsample_bilinear
 from .targets import resolve_target
 
 
+def has_relu(layer) -> bool:
+    """Whether ``layer`` ends in a ReLU with a guided mode: a ``ReLU``, or a ``Conv2D`` with it fused."""
+    return isinstance(layer, ReLU) or (isinstance(layer, Conv2D) and layer.activation == "relu")
+
+
 @contextmanager
 def guided_relus(model):
-    """Put every ReLU of ``model`` in guided mode inside the block; restore each flag on exit."""
-    relus = [layer for layer in model.layers if isinstance(layer, ReLU)]
+    """Put every ReLU of ``model`` (layers and fused ones) in guided mode inside the block;
+    restore each flag on exit."""
+    relus = [layer for layer in model.layers if has_relu(layer)]
     before = [relu.guided for relu in relus]
     try:
         for relu in relus:
@@ -74,7 +81,7 @@ class GuidedGradCAM(GradCAM):
         layers = self.model.layers
         top = len(layers) - 1
         with guided_relus(self.model):
-            if any(isinstance(layer, ReLU) for layer in layers[self.layer_index + 1:]):
+            if any(has_relu(layer) for layer in layers[self.layer_index + 1:]):
                 guided = self.backward(target.gradient(logits), top, -1)
             else:  # the head has no ReLU: its guided gradient is Grad-CAM's dA
                 guided = self.backward(dA, self.layer_index, -1)
