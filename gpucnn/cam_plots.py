@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import _save
+from .plots import save_figure
 
 CHANNEL_MODES = ("combined", "separate")
 
@@ -83,7 +83,7 @@ def plot_overlay(image, heatmap, path, channels: str = "combined", channel_names
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_cam_grid(images, heatmaps, path, labels=None, predictions=None, class_names=None,
@@ -120,7 +120,7 @@ def plot_cam_grid(images, heatmaps, path, labels=None, predictions=None, class_n
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_means(values, labels, n_classes: int):
@@ -162,4 +162,4 @@ def plot_class_averages(images, heatmaps, labels, path, class_names=None, title:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -95,10 +95,7 @@ def set_threads(threads: int) -> None:
         return
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits  # comes with scikit-learn
-    except ImportError:
-        return
+    from threadpoolctl import threadpool_limits
     threadpool_limits(threads, user_api="blas")
 
 

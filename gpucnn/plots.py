@@ -18,7 +18,9 @@ from matplotlib.ticker import MaxNLocator
 from .layers import Conv2D
 
 
-def _save(fig: Figure, path) -> str:
+def save_figure(fig: Figure, path) -> str:
+    """Render ``fig`` on an Agg canvas (no display, no pyplot) and write it to ``path``
+    (PNG by its extension), creating the folder; returns the path as a string."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -50,7 +52,7 @@ def plot_history(history, path) -> str:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("training curves")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(counts, path, class_names=None, title: str = "confusion matrix") -> str:
@@ -76,7 +78,7 @@ def plot_confusion_matrix(counts, path, class_names=None, title: str = "confusio
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _grid(images, path, title: str, cmap: str = "viridis") -> str:
@@ -91,7 +93,7 @@ def _grid(images, path, title: str, cmap: str = "viridis") -> str:
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _conv_layers(model):

@@ -139,12 +139,9 @@ def _versions() -> dict:
         versions["numba_threading_layer"] = numba.threading_layer()
     except ValueError:  # no parallel region has run yet
         pass
-    try:
-        from threadpoolctl import threadpool_info
-        versions["blas"] = ", ".join(f"{i['internal_api']} {i['version']}" for i in threadpool_info()
-                                     if i["user_api"] == "blas")
-    except ImportError:
-        pass
+    from threadpoolctl import threadpool_info
+    versions["blas"] = ", ".join(f"{i['internal_api']} {i['version']}" for i in threadpool_info()
+                                 if i["user_api"] == "blas")
     try:
         import cupy
         versions["cupy"] = cupy.__version__

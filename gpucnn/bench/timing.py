@@ -22,6 +22,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from threadpoolctl import threadpool_limits
+
 
 @dataclass
 class Timing:
@@ -138,9 +140,8 @@ def limit_threads(threads: int):
     On a machine shared with other work, one thread per side gives far
     steadier times than a parallel region that waits for a descheduled
     thread; the peak is then that of ``threads`` cores. Yields what was
-    limited, for the report; the previous settings return on exit. BLAS
-    pools need ``threadpoolctl`` (installed with scikit-learn); without it
-    they are left as they are, and the text says so.
+    limited, for the report; the previous settings return on exit (BLAS and
+    OpenMP pools through ``threadpoolctl``).
     """
     if threads < 1:
         raise ValueError(f"limit_threads: threads must be positive, got {threads}")
@@ -153,13 +154,8 @@ def limit_threads(threads: int):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         stack.callback(numba.set_num_threads, saved_numba)
         limited = [f"numba {numba.get_num_threads()}"]
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            limited.append("BLAS not limited (no threadpoolctl)")
-        else:
-            stack.enter_context(threadpool_limits(limits=threads))
-            limited.append(f"BLAS/OpenMP {threads}")
+        stack.enter_context(threadpool_limits(limits=threads))
+        limited.append(f"BLAS/OpenMP {threads}")
         if torch is not None:
             torch.set_num_threads(threads)
             stack.callback(torch.set_num_threads, saved_torch)
