@@ -107,6 +107,34 @@ def test_kernels_lists_every_op_without_timing(capsys):
     assert len(lines) == 1 + 2 * len(workload.CONV_OPS)
 
 
+def test_check_runs_the_whole_workload_on_the_emulated_kernels(capsys):
+    """Every case and op of the workload (batch 2) on cpu and cuda-emu, fast kernels where the rule
+    picks them: right, and the kernel named per row."""
+    assert bench_main(["--backend", "cpu,cuda-emu", "--check", "--batch", "2", "--ops", "conv,pool"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[1:-1]]
+    expected = _expected_pairs(workload.STANDARD_WORKLOAD, ())
+    for name in ("cpu", "cuda-emu"):
+        assert {(r[2], r[1]) for r in rows if r[0] == name} == expected
+    assert all(r[-1] == "ok" for r in rows)
+    assert any(r[0] == "cuda-emu" and r[3] == "igemm" for r in rows)
+
+
+def test_check_reports_a_wrong_result(monkeypatch, capsys):
+    from gpucnn.backend import get_backend
+    cpu = get_backend("cpu")
+    right = cpu.conv2d_backward_filter
+
+    def off_by_one_tap(dy, x, geom):
+        dw = right(dy, x, geom)
+        dw[0, 0, 0, 0] += 0.01 * np.abs(dw).max()  # one wrong element of many: still caught
+        return dw
+
+    monkeypatch.setattr(cpu, "conv2d_backward_filter", off_by_one_tap)
+    assert bench_main(["--backend", "cpu", "--check", "--batch", "2", "--cases", "J2"]) == 1
+    out = capsys.readouterr().out
+    assert "WRONG" in out and "2 of 3 results right" in out
+
+
 # --- the NumPy baseline against the plain loop references -----------------------------------
 
 CONV_SHAPES = [  # (N, C, H, W), (K, R, S), stride, pad, dilation

@@ -103,8 +103,3 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     """dx: dy / (R*S) spread over each window."""
     share = np.broadcast_to((dy / dy.dtype.type(g.R * g.S))[..., None, None], dy.shape + (g.R, g.S))
     return np.ascontiguousarray(_scatter_windows(share, g, g.x_shape, dy.dtype))
-
-
-OPS = {f.__name__: f for f in (conv2d_forward, conv2d_backward_data, conv2d_backward_filter,
-                               max_pool2d_forward, max_pool2d_backward,
-                               avg_pool2d_forward, avg_pool2d_backward)}

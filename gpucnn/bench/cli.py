@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from . import end_to_end, report, workload
+from . import check, end_to_end, report, workload
 from .peak import peak_for
 from .reference import LIBRARIES, ReferenceProcess
 from .suite import Settings, run_backend
@@ -52,6 +52,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plot", metavar="PATH", default=None, help="write a bar chart (PNG)")
     parser.add_argument("--kernels", action="store_true",
                         help="list the kernel each backend runs per case and op, and exit without timing")
+    parser.add_argument("--check", action="store_true",
+                        help="run every op once, compare with NumPy in float64, print the kernel and "
+                             "the error per case and op, and exit (status 1 on a wrong result) without timing")
 
 
 def _split(text: str) -> list[str]:
@@ -150,15 +153,37 @@ def _versions() -> dict:
     return versions
 
 
+def _print_rows(rows) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
 def _list_kernels(backends, cases) -> None:
     rows = [("backend", "case", "shape", "op", "kernel")]
     for backend in backends:
         for case in cases:
             for op in case.ops:
                 rows.append((backend.name, case.id, case.shape_text, op, workload.algorithm(backend, case, op)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    _print_rows(rows)
+
+
+def _check(backends, cases) -> int:
+    """``--check``: the table of ``check.check_all``; 0 when every result is right, else 1."""
+    def progress(result):
+        print(f"  checked {result['backend']} {result['case']} {result['op']}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    results = check.check_all(backends, cases, progress=progress)
+    rows = [("backend", "case", "op", "kernel", "error", "")]
+    rows += [(r["backend"], r["case"], r["op"], r["algorithm"], f"{r['error']:.1e}", "ok" if r["ok"] else "WRONG")
+             for r in results]
+    _print_rows(rows)
+    wrong = sum(not r["ok"] for r in results)
+    print(f"{len(results) - wrong} of {len(results)} results right (error = max|ours - float64 NumPy| / "
+          f"max|NumPy|, tolerance {check.TOLERANCE:g}; max pooling exact) in "
+          f"{time.perf_counter() - started:.1f} s")
+    return 1 if wrong else 0
 
 
 def _run_backends(args, backends, cases, models, settings, train_batch):
@@ -205,6 +230,8 @@ def run(args) -> int:
     if args.kernels:
         _list_kernels(backends, cases)
         return 0
+    if args.check:
+        return _check(backends, cases)
 
     with contextlib.ExitStack() as stack:
         threads = None if args.threads is None else stack.enter_context(limit_threads(args.threads))

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import baseline
 from .timing import Timing, WallClock, limit_threads, measure, torch_cuda_clock
-from .workload import case_from_dict, make_inputs
+from .workload import case_from_dict, make_inputs, run_op
 
 LIBRARIES = ("auto", "torch", "numpy")
 
@@ -131,20 +131,14 @@ class NumpyKernels:
         return {"reference": f"numpy {np.__version__} baseline", "library": "numpy",
                 "versions": {"numpy": np.__version__}}
 
+    ALGORITHMS = {"conv2d_forward": "numpy im2col+matmul", "conv2d_backward_data": "numpy matmul+col2im",
+                  "conv2d_backward_filter": "numpy im2col+matmul", "max_pool2d_backward": "numpy bincount"}
+
     def prepare(self, case, op: str, seed: int):
-        a, g, fn = make_inputs(case, op, seed), case.geometry, baseline.OPS[op]
-        if op == "conv2d_forward":
-            return (lambda: fn(a["x"], a["w"], a["b"], g)), "numpy im2col+matmul"
-        if op == "conv2d_backward_data":
-            return (lambda: fn(a["dy"], a["w"], g)), "numpy matmul+col2im"
-        if op == "conv2d_backward_filter":
-            return (lambda: fn(a["dy"], a["x"], g)), "numpy im2col+matmul"
+        a, g = make_inputs(case, op, seed), case.geometry
         if op == "max_pool2d_backward":
-            _, argmax = baseline.max_pool2d_forward(a["x"], g)
-            return (lambda: fn(a["dy"], argmax, g)), "numpy bincount"
-        if op == "avg_pool2d_backward":
-            return (lambda: fn(a["dy"], g)), "numpy window views"
-        return (lambda: fn(a["x"], g)), "numpy window views"
+            a["argmax"] = baseline.max_pool2d_forward(a["x"], g)[1]
+        return (lambda: run_op(baseline, op, a, g)), self.ALGORITHMS.get(op, "numpy window views")
 
 
 def _kernels(library: str, device: str):

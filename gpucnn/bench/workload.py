@@ -195,29 +195,37 @@ def make_inputs(case, op: str, seed: int = 0, dtype=np.float32) -> dict:
     raise ValueError(f"bench: unknown op {op!r} for case {case.id}")
 
 
+def run_op(ops, op: str, a: dict, g):
+    """Run ``op`` once with the inputs ``a`` of ``make_inputs`` on ``ops``: a backend, or the
+    ``baseline`` module (same signatures). Max-pool backward takes ``a["argmax"]``."""
+    if op == "conv2d_forward":
+        return ops.conv2d_forward(a["x"], a["w"], a["b"], g)
+    if op == "conv2d_backward_data":
+        return ops.conv2d_backward_data(a["dy"], a["w"], g)
+    if op == "conv2d_backward_filter":
+        return ops.conv2d_backward_filter(a["dy"], a["x"], g)
+    if op == "max_pool2d_forward":
+        return ops.max_pool2d_forward(a["x"], g)
+    if op == "max_pool2d_backward":
+        return ops.max_pool2d_backward(a["dy"], a["argmax"], g)
+    if op == "avg_pool2d_forward":
+        return ops.avg_pool2d_forward(a["x"], g)
+    if op == "avg_pool2d_backward":
+        return ops.avg_pool2d_backward(a["dy"], g)
+    raise ValueError(f"bench: unknown op {op!r}")
+
+
 def prepare(backend, case, op: str, seed: int = 0):
     """A zero-argument callable that runs ``op`` of ``backend`` once on ``case``'s inputs.
 
-    Inputs are made and moved to the backend here, outside the timed call.
+    Inputs are made and moved to the backend here, outside the timed call; max-pool
+    backward gets the argmax of the backend's own forward.
     """
     g = case.geometry
     a = {k: backend.asarray(v) for k, v in make_inputs(case, op, seed).items()}
-    if op == "conv2d_forward":
-        return lambda: backend.conv2d_forward(a["x"], a["w"], a["b"], g)
-    if op == "conv2d_backward_data":
-        return lambda: backend.conv2d_backward_data(a["dy"], a["w"], g)
-    if op == "conv2d_backward_filter":
-        return lambda: backend.conv2d_backward_filter(a["dy"], a["x"], g)
-    if op == "max_pool2d_forward":
-        return lambda: backend.max_pool2d_forward(a["x"], g)
     if op == "max_pool2d_backward":
-        _, argmax = backend.max_pool2d_forward(a["x"], g)
-        return lambda: backend.max_pool2d_backward(a["dy"], argmax, g)
-    if op == "avg_pool2d_forward":
-        return lambda: backend.avg_pool2d_forward(a["x"], g)
-    if op == "avg_pool2d_backward":
-        return lambda: backend.avg_pool2d_backward(a["dy"], g)
-    raise ValueError(f"bench: unknown op {op!r} for case {case.id}")
+        a["argmax"] = backend.max_pool2d_forward(a["x"], g)[1]
+    return lambda: run_op(backend, op, a, g)
 
 
 def algorithm(backend, case, op: str) -> str:

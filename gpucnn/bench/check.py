@@ -1,0 +1,69 @@
+"""``gpucnn bench --check``: every op of the workload run once and compared with NumPy in float64.
+
+Timings are only worth reading for kernels that compute the right thing, and
+the fast kernels choose their tiles per shape, so a shape of the real
+workload can reach a code path (a ragged last tile, a split-K slice, a
+backward-data stride phase) that the unit tests' small shapes do not. This
+runs each op of each case on a backend, in float32 on the benchmark's own
+inputs, and compares with ``baseline`` (NumPy im2col + matmul, tested
+against plain loops) evaluated in float64 on the same inputs.
+
+The error of a result is ``max|ours - reference| / max|reference|``: float32
+rounding over a reduction of length L stays near sqrt(L) * 6e-8 of the
+largest output, far below ``TOLERANCE``, while a missed tile, tap or slice
+shifts some output by a whole term, at least ~1/sqrt(L) of the largest.
+Max pooling must match exactly, argmax included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import baseline, workload
+
+TOLERANCE = 1e-4
+
+
+def _relative_error(ours, reference) -> float:
+    scale = float(np.abs(reference).max())
+    return float(np.abs(ours.astype(np.float64) - reference).max()) / (scale if scale > 0 else 1.0)
+
+
+def check_op(backend, case, op: str, seed: int = 0) -> dict:
+    """Run ``op`` of ``backend`` once on ``case`` and compare with the float64 baseline.
+
+    Returns ``{"case", "op", "backend", "algorithm", "error", "ok"}``; ``error``
+    is the relative error above (0.0 or 1.0 for max pooling, which must be exact).
+    """
+    g = case.geometry
+    inputs = workload.make_inputs(case, op, seed)
+    ours_in = {k: backend.asarray(v) for k, v in inputs.items()}
+    ref_in = {k: v.astype(np.float64) for k, v in inputs.items()}
+    if op.startswith("max_pool2d"):
+        ours_argmax = backend.max_pool2d_forward(ours_in["x"], g)[1]
+        want_y, want_argmax = baseline.max_pool2d_forward(inputs["x"], g)
+    if op == "max_pool2d_forward":
+        y = backend.to_numpy(backend.max_pool2d_forward(ours_in["x"], g)[0])
+        exact = np.array_equal(y, want_y) and np.array_equal(backend.to_numpy(ours_argmax), want_argmax)
+        error = 0.0 if exact else 1.0
+    elif op == "max_pool2d_backward":
+        # Each side scatters through its own argmax; the forward check above compares the two.
+        dx = backend.to_numpy(backend.max_pool2d_backward(ours_in["dy"], ours_argmax, g))
+        error = _relative_error(dx, baseline.max_pool2d_backward(ref_in["dy"], want_argmax, g))
+    else:
+        ours = backend.to_numpy(workload.run_op(backend, op, ours_in, g))
+        error = _relative_error(ours, workload.run_op(baseline, op, ref_in, g))
+    return {"case": case.id, "op": op, "backend": backend.name,
+            "algorithm": workload.algorithm(backend, case, op), "error": error, "ok": error <= TOLERANCE}
+
+
+def check_all(backends, cases, seed: int = 0, progress=None) -> list[dict]:
+    """``check_op`` for every backend, case and op; ``progress(result)`` after each."""
+    results = []
+    for backend in backends:
+        for case in cases:
+            for op in case.ops:
+                results.append(check_op(backend, case, op, seed))
+                if progress:
+                    progress(results[-1])
+    return results
