@@ -2,15 +2,22 @@
 evaluate, save, reload, and ask Grad-CAM where it looked.
 
     python examples/digits_cnn.py            # about a minute on a laptop CPU
+    python examples/digits_cnn.py --epochs 3 # a quicker look
 
 Writes digits_cnn.npz, digits_curves.png and digits_gradcam.png to the current folder.
 """
+
+import argparse
 
 import numpy as np
 
 import gpucnn as gc
 from gpucnn.datasets import RandomShift, load_digits
 from gpucnn.plots import plot_history
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+epochs = parser.parse_args().epochs
 
 # 1797 handwritten digits shipped with scikit-learn: float32 (N, 1, 8, 8) in [0, 1].
 (x_train, y_train), (x_test, y_test) = load_digits(test_fraction=0.2, seed=0)
@@ -24,7 +31,6 @@ model = gc.Sequential([
 ])
 print(model.summary((1, 8, 8)))
 
-epochs = 20
 trainer = gc.Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=2e-3), backend="auto")
 history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=32, seed=0,
                       augment=RandomShift(1),  # shift each image by up to one pixel

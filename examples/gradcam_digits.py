@@ -1,6 +1,7 @@
 """Where does a digit classifier look? Grad-CAM and its family on the embedded 8x8 digits.
 
     python examples/gradcam_digits.py              # about a minute on a laptop CPU
+    python examples/gradcam_digits.py --epochs 3   # a quicker look
 
 Trains a small CNN built for class activation maps (the last convolution
 feeds a global average pool), then for the test digits writes
@@ -12,6 +13,8 @@ and prints, per method, how much the model's confidence drops when the
 pixels the heatmap ranks highest are blurred away, against random pixels.
 """
 
+import argparse
+
 import numpy as np
 
 import gpucnn as gc
@@ -19,6 +22,10 @@ from gpucnn.cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM, faithf
 from gpucnn.cam_plots import plot_cam_grid, plot_class_averages
 from gpucnn.datasets import RandomShift, load_digits
 from gpucnn.trainer import Trainer
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+epochs = parser.parse_args().epochs
 
 (x_train, y_train), (x_test, y_test) = load_digits(test_fraction=0.2, seed=0)
 
@@ -30,7 +37,7 @@ model = gc.Sequential([
     gc.GlobalAvgPool2D(), gc.Dense(64, 10),
 ])
 trainer = Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=2e-3), backend="auto")
-trainer.fit(x_train, y_train, epochs=15, batch_size=32, seed=0, augment=RandomShift(1), verbose=2)
+trainer.fit(x_train, y_train, epochs=epochs, batch_size=32, seed=0, augment=RandomShift(1), verbose=2)
 print("test:", trainer.evaluate(x_test, y_test))
 predicted = trainer.predict(x_test).argmax(axis=1)
 names = [str(d) for d in range(10)]
