@@ -433,7 +433,10 @@ def test_pointing_game_on_shapes(shapes):
     for name, (exact, near) in scores.items():
         print(f"pointing game {name:15s}: {exact:.3f} on the object, {near:.3f} within 1 px "
               f"({len(x)} correctly classified images)")
-    assert scores["GradCAM"][0] >= 0.9
+    # The bar is Grad-CAM's; Grad-CAM++ and Score-CAM clear it too. Guided Grad-CAM's
+    # pixel-level maps peak on edges, sometimes just outside the mask, so it is only printed.
+    for name in ("GradCAM", "GradCAMPlusPlus", "ScoreCAM"):
+        assert scores[name][0] >= 0.9, (name, scores[name])
 
 
 def test_faithfulness_ranks_gradcam_above_random_pixels(shapes):
