@@ -15,13 +15,14 @@ written next to its forward and reads like the derivative it computes.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
 import numpy as np
 
 from .backend import get_backend
-from .backend.base import CONV_ACTIVATIONS
+from .backend.base import check_conv_activation
 from .backend.geometry import ConvGeometry, PoolGeometry, check_nchw, pair
 from .random import as_generator
 
@@ -34,10 +35,19 @@ def register(cls):
     return cls
 
 
-def _is_default(value, default) -> bool:
+@functools.cache
+def _constructor_defaults(cls) -> dict:
+    """``{argument: default}`` of ``cls.__init__``, read once per class (``repr`` names layers
+    in every shape check, so it must stay cheap)."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _is_default(value, defaults: dict, name: str) -> bool:
     """Whether a config value equals its constructor default (an int default also matches the pair)."""
-    if default is inspect.Parameter.empty:
+    if name not in defaults:
         return False
+    default = defaults[name]
     return value == default or (isinstance(value, tuple) and value == (default, default))
 
 
@@ -62,10 +72,8 @@ class Layer:
         """The constructor call, leaving out arguments at their default (as PyTorch prints
         modules), so that ``summary()`` rows stay readable: ``Conv2D(in_channels=1,
         out_channels=32, kernel_size=(3, 3), padding=(1, 1))``."""
-        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
-                         if not _is_default(v, defaults.get(k, inspect.Parameter.empty)))
+        defaults = _constructor_defaults(type(self))
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if not _is_default(v, defaults, k))
         return f"{type(self).__name__}({args})"
 
     @property
@@ -183,8 +191,7 @@ class Conv2D(_Parametric):
             raise ValueError(f"{where}: kernel_size, stride and dilation must be positive")
         if min(self.padding) < 0:
             raise ValueError(f"{where}: padding {self.padding} must not be negative")
-        if activation not in CONV_ACTIVATIONS:
-            raise ValueError(f"{where}: activation must be one of {CONV_ACTIVATIONS}, got {activation!r}")
+        check_conv_activation(activation, where)
         self.activation = activation
         self.guided = False
         self.use_bias = bool(bias)

@@ -18,11 +18,10 @@ from .geometry import ConvGeometry, PoolGeometry
 CONV_ACTIVATIONS = (None, "relu")
 
 
-def check_conv_activation(activation) -> None:
-    """Raise ValueError unless ``activation`` is one of ``CONV_ACTIVATIONS``."""
+def check_conv_activation(activation, where: str = "conv2d_forward") -> None:
+    """Raise ValueError, naming ``where``, unless ``activation`` is one of ``CONV_ACTIVATIONS``."""
     if activation not in CONV_ACTIVATIONS:
-        raise ValueError(f"conv2d_forward: activation must be one of {CONV_ACTIVATIONS}, "
-                         f"got {activation!r}")
+        raise ValueError(f"{where}: activation must be one of {CONV_ACTIVATIONS}, got {activation!r}")
 
 
 class Backend:
