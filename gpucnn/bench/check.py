@@ -40,19 +40,19 @@ def check_op(backend, case, op: str, seed: int = 0) -> dict:
     ours_in = {k: backend.asarray(v) for k, v in inputs.items()}
     ref_in = {k: v.astype(np.float64) for k, v in inputs.items()}
     if op.startswith("max_pool2d"):
-        ours_argmax = backend.max_pool2d_forward(ours_in["x"], g)[1]
+        y, ours_argmax = backend.max_pool2d_forward(ours_in["x"], g)
         want_y, want_argmax = baseline.max_pool2d_forward(inputs["x"], g)
     if op == "max_pool2d_forward":
-        y = backend.to_numpy(backend.max_pool2d_forward(ours_in["x"], g)[0])
-        exact = np.array_equal(y, want_y) and np.array_equal(backend.to_numpy(ours_argmax), want_argmax)
+        exact = (np.array_equal(backend.to_numpy(y), want_y)
+                 and np.array_equal(backend.to_numpy(ours_argmax), want_argmax))
         error = 0.0 if exact else 1.0
     elif op == "max_pool2d_backward":
-        # Each side scatters through its own argmax; the forward check above compares the two.
+        # Each side scatters through its own argmax; the max_pool2d_forward row compares the two.
         dx = backend.to_numpy(backend.max_pool2d_backward(ours_in["dy"], ours_argmax, g))
         error = _relative_error(dx, baseline.max_pool2d_backward(ref_in["dy"], want_argmax, g))
     else:
-        ours = backend.to_numpy(workload.run_op(backend, op, ours_in, g))
-        error = _relative_error(ours, workload.run_op(baseline, op, ref_in, g))
+        ours = backend.to_numpy(workload.bind_op(backend, op, ours_in, g)())
+        error = _relative_error(ours, workload.bind_op(baseline, op, ref_in, g)())
     return {"case": case.id, "op": op, "backend": backend.name,
             "algorithm": workload.algorithm(backend, case, op), "error": error, "ok": error <= TOLERANCE}
 

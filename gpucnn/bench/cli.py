@@ -153,19 +153,13 @@ def _versions() -> dict:
     return versions
 
 
-def _print_rows(rows) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-
-
 def _list_kernels(backends, cases) -> None:
     rows = [("backend", "case", "shape", "op", "kernel")]
     for backend in backends:
         for case in cases:
             for op in case.ops:
                 rows.append((backend.name, case.id, case.shape_text, op, workload.algorithm(backend, case, op)))
-    _print_rows(rows)
+    print(report.format_columns(rows))
 
 
 def _check(backends, cases) -> int:
@@ -178,7 +172,7 @@ def _check(backends, cases) -> int:
     rows = [("backend", "case", "op", "kernel", "error", "")]
     rows += [(r["backend"], r["case"], r["op"], r["algorithm"], f"{r['error']:.1e}", "ok" if r["ok"] else "WRONG")
              for r in results]
-    _print_rows(rows)
+    print(report.format_columns(rows))
     wrong = sum(not r["ok"] for r in results)
     print(f"{len(results) - wrong} of {len(results)} results right (error = max|ours - float64 NumPy| / "
           f"max|NumPy|, tolerance {check.TOLERANCE:g}; max pooling exact) in "

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import baseline
 from .timing import Timing, WallClock, limit_threads, measure, torch_cuda_clock
-from .workload import case_from_dict, make_inputs, run_op
+from .workload import bind_op, case_from_dict, make_inputs
 
 LIBRARIES = ("auto", "torch", "numpy")
 
@@ -138,7 +138,7 @@ class NumpyKernels:
         a, g = make_inputs(case, op, seed), case.geometry
         if op == "max_pool2d_backward":
             a["argmax"] = baseline.max_pool2d_forward(a["x"], g)[1]
-        return (lambda: run_op(baseline, op, a, g)), self.ALGORITHMS.get(op, "numpy window views")
+        return bind_op(baseline, op, a, g), self.ALGORITHMS.get(op, "numpy window views")
 
 
 def _kernels(library: str, device: str):

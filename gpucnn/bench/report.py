@@ -34,6 +34,19 @@ def _pct(fraction) -> str:
     return "-" if fraction is None else f"{100 * fraction:.1f}%"
 
 
+def format_columns(rows, right=frozenset(), rule: bool = False) -> str:
+    """``rows`` of strings as aligned columns (those in ``right`` right-aligned), two spaces
+    apart; ``rule`` underlines the first row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if rule and n == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
 def format_table(records: list[dict]) -> str:
     """One row per record: case, op, our kernel and time, rate, % of peak, reference time, speedup."""
     head = ("case", "op", "backend", "kernel", "ms", "rate", "%peak", "ref ms", "ref %peak", "ref kernel",
@@ -46,15 +59,7 @@ def format_table(records: list[dict]) -> str:
                      _ms(r["reference_median_s"]), _pct(r["reference_peak_fraction"]),
                      r["reference_algorithm"] or "-",
                      "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    right = {4, 5, 6, 7, 8, 10}
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("-" * len(lines[0]))
-    return "\n".join(lines)
+    return format_columns([tuple(map(str, row)) for row in rows], right={4, 5, 6, 7, 8, 10}, rule=True)
 
 
 def format_header(meta: dict) -> str:
@@ -114,7 +119,6 @@ def plot(path, records: list[dict], title: str = "gpucnn bench") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
 
 
 def _times(x) -> str:

@@ -195,23 +195,24 @@ def make_inputs(case, op: str, seed: int = 0, dtype=np.float32) -> dict:
     raise ValueError(f"bench: unknown op {op!r} for case {case.id}")
 
 
-def run_op(ops, op: str, a: dict, g):
-    """Run ``op`` once with the inputs ``a`` of ``make_inputs`` on ``ops``: a backend, or the
-    ``baseline`` module (same signatures). Max-pool backward takes ``a["argmax"]``."""
+def bind_op(ops, op: str, a: dict, g):
+    """A zero-argument callable running ``op`` on the inputs ``a`` of ``make_inputs`` with ``ops``:
+    a backend, or the ``baseline`` module (same signatures). Max-pool backward takes
+    ``a["argmax"]``. The dispatch happens here, once, not inside the timed call."""
     if op == "conv2d_forward":
-        return ops.conv2d_forward(a["x"], a["w"], a["b"], g)
+        return lambda: ops.conv2d_forward(a["x"], a["w"], a["b"], g)
     if op == "conv2d_backward_data":
-        return ops.conv2d_backward_data(a["dy"], a["w"], g)
+        return lambda: ops.conv2d_backward_data(a["dy"], a["w"], g)
     if op == "conv2d_backward_filter":
-        return ops.conv2d_backward_filter(a["dy"], a["x"], g)
+        return lambda: ops.conv2d_backward_filter(a["dy"], a["x"], g)
     if op == "max_pool2d_forward":
-        return ops.max_pool2d_forward(a["x"], g)
+        return lambda: ops.max_pool2d_forward(a["x"], g)
     if op == "max_pool2d_backward":
-        return ops.max_pool2d_backward(a["dy"], a["argmax"], g)
+        return lambda: ops.max_pool2d_backward(a["dy"], a["argmax"], g)
     if op == "avg_pool2d_forward":
-        return ops.avg_pool2d_forward(a["x"], g)
+        return lambda: ops.avg_pool2d_forward(a["x"], g)
     if op == "avg_pool2d_backward":
-        return ops.avg_pool2d_backward(a["dy"], g)
+        return lambda: ops.avg_pool2d_backward(a["dy"], g)
     raise ValueError(f"bench: unknown op {op!r}")
 
 
@@ -225,7 +226,7 @@ def prepare(backend, case, op: str, seed: int = 0):
     a = {k: backend.asarray(v) for k, v in make_inputs(case, op, seed).items()}
     if op == "max_pool2d_backward":
         a["argmax"] = backend.max_pool2d_forward(a["x"], g)[1]
-    return lambda: run_op(backend, op, a, g)
+    return bind_op(backend, op, a, g)
 
 
 def algorithm(backend, case, op: str) -> str:
