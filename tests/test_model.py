@@ -14,7 +14,7 @@ def _cnn(seed=0):
     gc.seed(seed)
     return gc.Sequential([
         gc.Conv2D(1, 4, 3, padding=1), gc.BatchNorm2D(4), gc.ReLU(), gc.MaxPool2D(2),
-        gc.Conv2D(4, 6, (3, 2), stride=(1, 2), activation="relu"), gc.AvgPool2D(2, padding=1),
+        gc.Conv2D(4, 6, (3, 2), stride=(1, 2), activation="relu"), gc.LeakyReLU(0.2), gc.AvgPool2D(2, padding=1),
         gc.Flatten(), gc.Dropout(0.3), gc.Dense(6 * 2 * 2, 3),
     ])
 
