@@ -68,6 +68,20 @@ class Layer:
         """The constructor arguments that rebuild this layer (JSON-serialisable)."""
         return {}
 
+    @classmethod
+    def state_shapes(cls, config: dict) -> dict:
+        """``{key: shape}`` of the params and buffers a layer built from ``config`` would hold.
+
+        ``config`` is ``get_config()`` output (missing arguments take their
+        defaults). Nothing is built or allocated: a model file is checked against
+        its architecture with this before any weight is read.
+        """
+        return cls._state_shapes({**_constructor_defaults(cls), **config})
+
+    @classmethod
+    def _state_shapes(cls, arguments: dict) -> dict:
+        return {}  # no parameters, no buffers
+
     def __repr__(self) -> str:
         """The constructor call, leaving out arguments at their default (as PyTorch prints
         modules), so that ``summary()`` rows stay readable: ``Conv2D(in_channels=1,
@@ -149,6 +163,11 @@ class _Parametric(Layer):
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default bias.
     """
 
+    @classmethod
+    def _state_shapes(cls, arguments):
+        weight = cls.weight_shape_of(arguments)
+        return {"W": weight, "b": weight[:1]} if arguments["bias"] else {"W": weight}
+
     def reset_parameters(self, rng=None) -> None:
         """Draw fresh weights from ``rng`` (a seed, a Generator, or None for the global stream)."""
         rng = as_generator(rng)
@@ -195,13 +214,19 @@ class Conv2D(_Parametric):
         self.activation = activation
         self.guided = False
         self.use_bias = bool(bias)
-        self.weight_shape = (out_channels, in_channels) + self.kernel_size
+        self.weight_shape = self.weight_shape_of(self.get_config())
         self.reset_parameters(rng)
 
     def get_config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, bias=self.use_bias, activation=self.activation)
+
+    @staticmethod
+    def weight_shape_of(config: dict) -> tuple:
+        """The shape (K, C, R, S) of W for a configuration."""
+        kernel = pair(config["kernel_size"], "kernel_size", "Conv2D")
+        return (config["out_channels"], config["in_channels"]) + kernel
 
     def geometry(self, input_shape) -> ConvGeometry:
         """The checked geometry of this layer for an input of ``input_shape``."""
@@ -242,11 +267,16 @@ class Dense(_Parametric):
                                  f"positive int, got {value!r}")
         self.in_features, self.out_features = in_features, out_features
         self.use_bias = bool(bias)
-        self.weight_shape = (out_features, in_features)
+        self.weight_shape = self.weight_shape_of(self.get_config())
         self.reset_parameters(rng)
 
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias)
+
+    @staticmethod
+    def weight_shape_of(config: dict) -> tuple:
+        """The shape (out_features, in_features) of W for a configuration."""
+        return (config["out_features"], config["in_features"])
 
     def output_shape(self, input_shape):
         self._check_input(input_shape)
@@ -499,6 +529,11 @@ class BatchNorm2D(Layer):
 
     def get_config(self):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
+
+    @classmethod
+    def _state_shapes(cls, arguments):
+        shape = (arguments["num_features"],)
+        return {key: shape for key in ("gamma", "beta", "running_mean", "running_var")}
 
     def output_shape(self, input_shape):
         check_nchw(input_shape, self.where, channels=self.num_features)
