@@ -3,20 +3,20 @@
 A checkpoint is one ``.npz`` file: the architecture as JSON, every parameter
 and buffer as an array, and a format version. It is written to a temporary
 file beside the target and renamed over it, so an interrupted save never
-destroys the last good one; it is read with ``allow_pickle=False``.
+destroys the last good one. Reading checks the file against its own
+architecture before any weight is decompressed or allocated, and never
+unpickles (``gpucnn.npz``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import zipfile
 
 import numpy as np
 
 from .backend import get_backend
 from .layers import LAYER_TYPES, Layer
+from .npz import NpzReader, is_float_array, save_npz_atomic
 from .optim import Parameter
 from .random import as_generator
 
@@ -108,21 +108,25 @@ class Sequential:
                     out[f"{i}.{key}"] = np.array(layer.backend.to_numpy(value), copy=True)
         return out
 
+    def state_shapes(self) -> dict:
+        """``{key: shape}`` of what ``state_arrays()`` returns, without copying anything."""
+        return {f"{i}.{key}": tuple(value.shape) for i, layer in enumerate(self.layers)
+                for store in (layer.params, layer.buffers) for key, value in store.items()}
+
     def load_state_arrays(self, arrays: dict, source: str = "state") -> None:
-        """Copy arrays from ``state_arrays()`` form into the layers; shapes must match exactly."""
-        expected = self.state_arrays()
-        missing = sorted(set(expected) - set(arrays))
-        unexpected = sorted(set(arrays) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"{source}: does not match the model (missing {missing}, unexpected {unexpected})")
-        for key, current in expected.items():
-            if arrays[key].shape != current.shape:
-                raise ValueError(f"{source}: array {key!r} has shape {arrays[key].shape}, "
-                                 f"the model expects {current.shape}")
-        for i, layer in enumerate(self.layers):
-            for store in (layer.params, layer.buffers):
-                for key in store:
-                    store[key] = layer.backend.asarray(arrays[f"{i}.{key}"].astype(store[key].dtype))
+        """Copy arrays from ``state_arrays()`` form into the layers; shapes must match exactly.
+
+        Everything is checked (names, shapes, float32/float64) and converted
+        before the first layer changes: on a ValueError the model is as it was.
+        """
+        check_state_arrays(arrays, self.state_shapes(), source)
+        converted = [{store_name: {key: layer.backend.asarray(arrays[f"{i}.{key}"].astype(store[key].dtype))
+                                   for key in store}
+                      for store_name, store in (("params", layer.params), ("buffers", layer.buffers))}
+                     for i, layer in enumerate(self.layers)]
+        for layer, new in zip(self.layers, converted):
+            layer.params.update(new["params"])
+            layer.buffers.update(new["buffers"])
 
     # --- description ------------------------------------------------------------
 
@@ -165,7 +169,8 @@ class Sequential:
         """Write the architecture and weights to ``path`` (.npz) atomically.
 
         ``extra`` maps names to NumPy arrays saved alongside (e.g. optimizer state,
-        under keys that start with ``"extra."``).
+        under keys that start with ``"extra."``). The file gets the mode the
+        umask gives any new file; see ``gpucnn.npz.save_npz_atomic``.
         """
         arrays = {f"weights.{k}": v for k, v in self.state_arrays().items()}
         for key, value in (extra or {}).items():
@@ -175,80 +180,131 @@ class Sequential:
         save_npz_atomic(path, arrays)
 
 
-def save_npz_atomic(path, arrays: dict) -> None:
-    """np.savez to a temporary file in the target's folder, then rename it over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+# --- reading model files -------------------------------------------------------------------
+
+
+def check_state_arrays(arrays: dict, expected: dict, source: str) -> None:
+    """Refuse ``arrays`` (``{key: array or ArrayHeader}``) unless their keys are those of
+    ``expected`` (``{key: shape}``), each with that shape and a float32/float64 dtype.
+
+    Works on headers as well as on arrays, so a file is checked before it is read.
+    """
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{source}: does not match the model (missing {missing}, unexpected {unexpected})")
+    for key, shape in expected.items():
+        array = arrays[key]
+        if tuple(array.shape) != tuple(shape):
+            raise ValueError(f"{source}: array {key!r} has shape {tuple(array.shape)}, "
+                             f"the model expects {tuple(shape)}")
+        if not is_float_array(array):
+            raise ValueError(f"{source}: array {key!r} has dtype {array.dtype}; "
+                             f"weights must be float32 or float64")
+
+
+def check_finite(arrays: dict, source: str, prefix: str = "") -> None:
+    """Refuse any array of ``arrays`` holding NaN or infinity, naming it (``prefix`` + key)."""
+    for key, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise ValueError(f"{source}: member {prefix + key!r} holds NaN or infinite values "
+                             f"(pass allow_nonfinite=True to load it anyway)")
+
+
+def open_checkpoint(path, accept, max_bytes: int | None = None) -> tuple[NpzReader, dict]:
+    """Open a model file for checked reading; returns the reader and the parsed architecture.
+
+    ``accept(key)`` says which members besides ``config`` and ``format_version``
+    may be present; nothing but those two small members has been read yet.
+    The caller closes the reader.
+    """
+    npz = NpzReader(path, max_bytes)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if not {"format_version", "config"} <= npz.keys:
+            raise ValueError(f"{npz.source} is not a gpucnn model file (no format_version/config)")
+        npz.check_members(lambda key: key in ("config", "format_version") or accept(key))
+        version = int(npz.read_scalar("format_version", "iu"))
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{npz.source} has format version {version}; "
+                             f"this gpucnn reads version {FORMAT_VERSION}")
+        try:
+            config = json.loads(str(npz.read_scalar("config", "U")))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{npz.source}: unreadable architecture ({err})") from None
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"{npz.source}: malformed architecture (no list of layers)")
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        npz.close()
         raise
+    return npz, config
 
 
-def read_checkpoint(path) -> dict:
-    """All arrays of a checkpoint as a dict, with clear errors for missing, corrupt or unsafe files."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except ValueError as err:  # numpy refuses object arrays without pickle
-        if "allow_pickle" in str(err):
-            raise ValueError(f"checkpoint {path!r} carries pickled objects; refusing to load it "
-                             f"(a checkpoint is data, never code)") from None
-        raise ValueError(f"checkpoint {path!r} is corrupt: {err}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
-        raise ValueError(f"checkpoint {path!r} is corrupt or truncated ({type(err).__name__}: {err})") from None
-    if "format_version" not in arrays or "config" not in arrays:
-        raise ValueError(f"checkpoint {path!r} is not a gpucnn model file (no format_version/config)")
-    version = int(arrays["format_version"])
-    if version != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path!r} has format version {version}; "
-                         f"this gpucnn reads version {FORMAT_VERSION}")
-    return arrays
+def _layer_class(spec, source: str):
+    """The layer class a config entry names (a ValueError for unknown ones)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        raise ValueError(f"{source}: malformed architecture (layer entry {spec!r})")
+    cls = LAYER_TYPES.get(spec.get("class"))
+    if cls is None:
+        raise ValueError(f"{source}: unknown layer type {spec.get('class')!r}; "
+                         f"known: {', '.join(sorted(LAYER_TYPES))}")
+    return cls
+
+
+def state_shapes_from_config(config: dict, source: str = "config") -> dict:
+    """``{key: shape}`` of the state arrays of the model ``config`` describes, allocating nothing."""
+    shapes = {}
+    for i, spec in enumerate(config["layers"]):
+        cls = _layer_class(spec, source)
+        try:
+            layer_shapes = cls.state_shapes(spec["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{source}: malformed architecture in layer {i} "
+                             f"({type(err).__name__}: {err})") from None
+        shapes.update({f"{i}.{key}": shape for key, shape in layer_shapes.items()})
+    return shapes
 
 
 def model_from_config(config: dict, source: str = "config") -> Sequential:
     """Rebuild a Sequential (freshly initialised) from ``get_config()`` output."""
-    try:
-        specs = config["layers"]
-        layers = []
-        for spec in specs:
-            cls = LAYER_TYPES.get(spec["class"])
-            if cls is None:
-                raise ValueError(f"{source}: unknown layer type {spec['class']!r}; "
-                                 f"known: {', '.join(sorted(LAYER_TYPES))}")
-            args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
+    specs = config.get("layers") if isinstance(config, dict) else None
+    if not isinstance(specs, list):
+        raise ValueError(f"{source}: malformed architecture (no list of layers)")
+    layers = []
+    for spec in specs:
+        cls = _layer_class(spec, source)
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
+        try:
             layers.append(cls(**args))
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{source}: malformed architecture ({type(err).__name__}: {err})") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: malformed architecture ({type(err).__name__}: {err})") from None
     return Sequential(layers)
 
 
-def load_model(path, backend="cpu") -> Sequential:
-    """Read a model written by ``Sequential.save``; returns it on ``backend``.
+def load_model(path, backend="cpu", *, max_bytes: int | None = None,
+               allow_nonfinite: bool = False) -> Sequential:
+    """Read a model written by ``Sequential.save`` (or a trainer checkpoint); returns it on ``backend``.
 
-    Raises FileNotFoundError for a missing file and ValueError for a corrupt,
-    truncated, pickled or mismatched one.
+    The file is checked before anything large is read or allocated: only the
+    members gpucnn writes may be present, every weight's shape (from its
+    header) must be the one the architecture gives, float32 or float64, and
+    the arrays together may declare at most ``max_bytes`` (default
+    ``$GPUCNN_MAX_MODEL_BYTES`` or 4 GiB). Weights holding NaN or infinity are
+    refused unless ``allow_nonfinite``.
+    Raises FileNotFoundError for a missing file and ValueError, naming the file
+    and the member, for a corrupt, truncated, pickled, oversized or mismatched one.
     """
-    arrays = read_checkpoint(path)
-    try:
-        config = json.loads(str(arrays["config"]))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"checkpoint {os.fspath(path)!r}: unreadable architecture ({err})") from None
-    model = model_from_config(config, source=f"checkpoint {os.fspath(path)!r}")
-    weights = {k[len("weights."):]: v for k, v in arrays.items() if k.startswith("weights.")}
-    dtypes = {v.dtype for v in weights.values()}
+    npz, config = open_checkpoint(path, lambda key: key.startswith(("weights.", "extra.")), max_bytes)
+    with npz:
+        expected = state_shapes_from_config(config, source=npz.source)
+        headers = {key[len("weights."):]: header for key, header in npz.headers.items()
+                   if key.startswith("weights.")}
+        check_state_arrays(headers, expected, npz.source)
+        model = model_from_config(config, source=npz.source)
+        weights = {key: npz.read(f"weights.{key}") for key in expected}
+    if not allow_nonfinite:
+        check_finite(weights, npz.source, prefix="weights.")
+    dtypes = {v.dtype.newbyteorder("=") for v in weights.values()}
     if len(dtypes) == 1:
         model.to(dtype=dtypes.pop())
-    model.load_state_arrays(weights, source=f"checkpoint {os.fspath(path)!r}")
+    model.load_state_arrays(weights, source=npz.source)
     return model.to(backend)

@@ -9,8 +9,13 @@ An optimizer takes ``model.parameters()`` first, like PyTorch: a list of
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+
+from .npz import is_float_array
+
+_STATE_KEY = re.compile(r"state\.(0|[1-9][0-9]*)\.(\w+)")
 
 
 class Parameter:
@@ -37,6 +42,8 @@ class Parameter:
 
 class Optimizer:
     """Base class: the parameter list, the learning rate, per-parameter state, and its (de)serialisation."""
+
+    state_names: tuple = ()  # the per-parameter state arrays a subclass keeps (keys of self.state[i])
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0):
         self.params = list(params)
@@ -79,21 +86,73 @@ class Optimizer:
                 out[f"state.{i}.{name}"] = self.params[i].layer.backend.to_numpy(arr)
         return out
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned (arrays move to each parameter's backend)."""
-        self.lr, self.base_lr = float(state["lr"]), float(state["base_lr"])
-        self.steps = int(state["steps"])
-        self.state = [{} for _ in self.params]
+    def load_state_dict(self, state: dict, source: str | None = None) -> None:
+        """Restore what ``state_dict`` returned (arrays move to each parameter's backend).
+
+        Everything is checked before anything changes: a ValueError naming the
+        entry (and ``source``, e.g. the file) leaves the optimizer as it was.
+        """
+        self.check_state_dict(state, source)
+        where = self._state_where(source)
+        lr, base_lr, steps = float(state["lr"]), float(state["base_lr"]), int(state["steps"])
+        if not (math.isfinite(lr) and lr >= 0 and math.isfinite(base_lr) and base_lr > 0):
+            raise ValueError(f"{where}: lr {lr} and base_lr {base_lr} must be finite, "
+                             f"lr >= 0 and base_lr > 0")
+        if steps < 0:
+            raise ValueError(f"{where}: steps must be >= 0, got {steps}")
+        new_state = [{} for _ in self.params]
         for key, arr in state.items():
-            if not key.startswith("state."):
+            if key.startswith("state."):
+                _, index, name = key.split(".")
+                p = self.params[int(index)]
+                new_state[int(index)][name] = p.layer.backend.asarray(arr.astype(p.value.dtype))
+        self.lr, self.base_lr, self.steps, self.state = lr, base_lr, steps, new_state
+
+    def check_state_dict(self, state: dict, source: str | None = None) -> None:
+        """Raise a ValueError naming the entry unless ``state`` has the form ``state_dict`` gives.
+
+        Looks at keys, shapes and dtypes only (so it also takes the headers of a
+        file's arrays, before they are read): ``lr``, ``base_lr`` (floats) and
+        ``steps`` (an integer), single values; ``state.INDEX.NAME`` arrays shaped
+        like parameter INDEX, float32 or float64, NAME one of ``state_names``,
+        and each NAME either absent or present for every parameter.
+        """
+        where = self._state_where(source)
+        for key, kinds in (("lr", "f"), ("base_lr", "f"), ("steps", "iu")):
+            if key not in state:
+                raise ValueError(f"{where}: {key!r} is missing")
+            value = _as_array_like(state[key])
+            if tuple(value.shape) != () or value.dtype.kind not in kinds:
+                raise ValueError(f"{where}: {key!r} must be a single {'float' if kinds == 'f' else 'integer'}, "
+                                 f"got {value.dtype} of shape {tuple(value.shape)}")
+        names = set()
+        for key, arr in state.items():
+            if key in ("lr", "base_lr", "steps"):
                 continue
-            _, index, name = key.split(".", 2)
-            i = int(index)
-            if i >= len(self.params) or arr.shape != self.params[i].value.shape:
-                raise ValueError(f"{type(self).__name__}: optimizer state {key!r} of shape "
-                                 f"{arr.shape} does not match the model's parameters")
-            p = self.params[i]
-            self.state[i][name] = p.layer.backend.asarray(arr.astype(p.value.dtype))
+            arr = _as_array_like(arr)
+            match = _STATE_KEY.fullmatch(key)
+            if match is None or int(match[1]) >= len(self.params) or match[2] not in self.state_names:
+                raise ValueError(f"{where}: unexpected entry {key!r} ({type(self).__name__} keeps "
+                                 f"state.INDEX.NAME, INDEX < {len(self.params)}, NAME in {self.state_names})")
+            expected = tuple(self.params[int(match[1])].value.shape)
+            if tuple(arr.shape) != expected:
+                raise ValueError(f"{where}: {key!r} of shape {tuple(arr.shape)} does not match the "
+                                 f"model's parameter of shape {expected}")
+            if not is_float_array(arr):
+                raise ValueError(f"{where}: {key!r} has dtype {arr.dtype}; it must be float32 or float64")
+            names.add(match[2])
+        missing = [f"state.{i}.{name}" for name in sorted(names) for i in range(len(self.params))
+                   if f"state.{i}.{name}" not in state]
+        if missing:
+            raise ValueError(f"{where}: {missing[0]!r} is missing ({len(missing)} state arrays in all)")
+
+    def _state_where(self, source) -> str:
+        return f"{source}: optimizer state" if source else f"{type(self).__name__}.load_state_dict"
+
+
+def _as_array_like(value):
+    """Arrays and array headers as they are; Python numbers as NumPy arrays (for .shape and .dtype)."""
+    return value if hasattr(value, "dtype") else np.asarray(value)
 
 
 class SGD(Optimizer):
@@ -102,6 +161,8 @@ class SGD(Optimizer):
     g = grad + wd * w;  v = momentum * v + g;
     w -= lr * (g + momentum * v) with Nesterov, else w -= lr * v (PyTorch's formulation).
     """
+
+    state_names = ("velocity",)
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr, weight_decay)
@@ -125,6 +186,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; ``weight_decay`` adds wd * w to the gradient (L2)."""
 
     decoupled = False
+    state_names = ("m", "v")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr, weight_decay)

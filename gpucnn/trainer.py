@@ -26,7 +26,7 @@ import numpy as np
 
 from .backend import get_backend
 from .losses import BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy
-from .model import read_checkpoint
+from .model import check_finite, check_state_arrays, open_checkpoint
 from .random import as_generator
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time")
@@ -284,28 +284,43 @@ class Trainer:
         extra["trainer.history"] = np.array(json.dumps(self.history.to_dict()))
         self.model.save(path, extra=extra)
 
-    def load_checkpoint(self, path) -> int:
+    def load_checkpoint(self, path, *, max_bytes: int | None = None, allow_nonfinite: bool = False) -> int:
         """Restore what ``save_checkpoint`` wrote; returns the number of finished epochs.
 
         Resume with ``fit(..., epochs=E, initial_epoch=trainer.load_checkpoint(path))``:
         with the same data and settings the result equals an uninterrupted run.
-        Raises ValueError when the file was written for another architecture or
-        lacks the trainer state (a plain ``model.save`` file).
+        The whole file is checked before anything is applied (``max_bytes`` and
+        ``allow_nonfinite`` as for ``gpucnn.load_model``): a ValueError naming
+        the file and the member leaves the trainer as it was, e.g. when the file
+        was written for another architecture or lacks the trainer state (a plain
+        ``model.save`` file).
         """
-        arrays = read_checkpoint(path)
-        where = f"checkpoint {os.fspath(path)!r}"
-        if json.loads(str(arrays["config"])) != json.loads(json.dumps(self.model.get_config())):
-            raise ValueError(f"{where} was written for another architecture than this trainer's model")
-        if "extra.trainer.epoch" not in arrays:
-            raise ValueError(f"{where} holds weights only (no optimizer or trainer state); "
-                             f"load it with gpucnn.load_model instead")
-        self.model.load_state_arrays({k[len("weights."):]: v for k, v in arrays.items()
-                                      if k.startswith("weights.")}, source=where)
-        self.optimizer.load_state_dict({k[len("extra.optimizer."):]: v for k, v in arrays.items()
-                                        if k.startswith("extra.optimizer.")})
-        self.epoch = int(arrays["extra.trainer.epoch"])
-        self._checkpoint_seed = int(str(arrays["extra.trainer.seed"]))
-        self.history = History.from_dict(json.loads(str(arrays["extra.trainer.history"])))
+        npz, config = open_checkpoint(path, _is_checkpoint_member, max_bytes)
+        with npz:
+            source = npz.source
+            if config != json.loads(json.dumps(self.model.get_config())):
+                raise ValueError(f"{source} was written for another architecture than this trainer's model")
+            if "extra.trainer.epoch" not in npz.headers:
+                raise ValueError(f"{source} holds weights only (no optimizer or trainer state); "
+                                 f"load it with gpucnn.load_model instead")
+            # 1. Shapes and dtypes, from the headers: nothing large is read before they agree.
+            check_state_arrays(_members(npz.headers, "weights."), self.model.state_shapes(), source)
+            self.optimizer.check_state_dict(_members(npz.headers, "extra.optimizer."), source)
+            # 2. The trainer's own small members.
+            epoch = int(npz.read_scalar("extra.trainer.epoch", "iu"))
+            if epoch < 0:
+                raise ValueError(f"{source}, member 'extra.trainer.epoch' is negative ({epoch})")
+            seed = _parse_seed(str(npz.read_scalar("extra.trainer.seed", "U")), source)
+            history = _parse_history(str(npz.read_scalar("extra.trainer.history", "U")), source)
+            # 3. The arrays, then their values.
+            arrays = {key: npz.read(key) for key in npz.headers
+                      if key.startswith(("weights.", "extra.optimizer."))}
+        if not allow_nonfinite:
+            check_finite(arrays, source)
+        # 4. Apply: the optimizer checks its values before it changes; after it nothing can fail.
+        self.optimizer.load_state_dict(_members(arrays, "extra.optimizer."), source)
+        self.model.load_state_arrays(_members(arrays, "weights."), source=source)
+        self.epoch, self._checkpoint_seed, self.history = epoch, seed, history
         return self.epoch
 
     # --- helpers ---------------------------------------------------------------------------
@@ -333,6 +348,44 @@ class Trainer:
             pred = self.backend.to_numpy(out > 0).reshape(len(yb), -1)
             return float((pred == (yb.reshape(len(yb), -1) > 0.5)).mean(axis=1).sum())
         return math.nan
+
+
+_TRAINER_MEMBERS = ("extra.trainer.epoch", "extra.trainer.seed", "extra.trainer.history")
+
+
+def _is_checkpoint_member(key: str) -> bool:
+    """Whether a trainer checkpoint may hold a member of this name (besides config/format_version)."""
+    return key.startswith(("weights.", "extra.optimizer.")) or key in _TRAINER_MEMBERS
+
+
+def _members(mapping: dict, prefix: str) -> dict:
+    """The entries of ``mapping`` under ``prefix``, with the prefix taken off their keys."""
+    return {key[len(prefix):]: value for key, value in mapping.items() if key.startswith(prefix)}
+
+
+def _parse_seed(text: str, source: str):
+    """A checkpoint's seed: a non-negative int, or None when it was saved before any fit."""
+    if text == "None":
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise ValueError(f"{source}, member 'extra.trainer.seed' is not a seed ({text[:40]!r})")
+    return seed
+
+
+def _parse_history(text: str, source: str) -> History:
+    """A checkpoint's History, from its JSON; a ValueError naming the member if it is malformed."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        return History.from_dict(data)
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise ValueError(f"{source}, member 'extra.trainer.history' is malformed "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def format_epoch_line(epoch: int, epochs: int, logs: dict, rate: float) -> str:
