@@ -158,6 +158,15 @@ def max_bytes_default() -> int:
     return limit
 
 
+def _format_bytes(n: int) -> str:
+    """``1536 -> '1.5 KiB'``."""
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n:.4g} GiB"
+
+
 class NpzReader:
     """An ``.npz`` file opened for checked reading (a context manager).
 
@@ -263,8 +272,8 @@ class NpzReader:
             if total > self.max_bytes:
                 raise ValueError(
                     f"{self.source}: member {key!r} ({header.dtype} {header.shape}, "
-                    f"{header.nbytes / 2**30:.3g} GiB) takes the file's arrays past the limit of "
-                    f"{self.max_bytes / 2**30:.3g} GiB; if the file is trusted, raise it with "
+                    f"{_format_bytes(header.nbytes)}) takes the file's arrays past the limit of "
+                    f"{_format_bytes(self.max_bytes)}; if the file is trusted, raise it with "
                     f"max_bytes= or ${MAX_BYTES_VARIABLE}")
 
     def read(self, key) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpucnn as gc
-import gpucnn.model
+import gpucnn.npz
 
 
 def _cnn(seed=0):
@@ -104,7 +104,7 @@ def test_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         file.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gpucnn.model.np, "savez", crash)
+    monkeypatch.setattr(gpucnn.npz.np, "savez", crash)
     with pytest.raises(KeyboardInterrupt):
         _cnn(seed=1).save(path)
     assert path.read_bytes() == good
