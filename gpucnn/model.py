@@ -120,13 +120,14 @@ class Sequential:
         before the first layer changes: on a ValueError the model is as it was.
         """
         check_state_arrays(arrays, self.state_shapes(), source)
-        converted = [{store_name: {key: layer.backend.asarray(arrays[f"{i}.{key}"].astype(store[key].dtype))
-                                   for key in store}
-                      for store_name, store in (("params", layer.params), ("buffers", layer.buffers))}
-                     for i, layer in enumerate(self.layers)]
-        for layer, new in zip(self.layers, converted):
-            layer.params.update(new["params"])
-            layer.buffers.update(new["buffers"])
+        converted = {}  # (layer index, key) -> the array on the layer's backend, in its dtype
+        for i, layer in enumerate(self.layers):
+            for store in (layer.params, layer.buffers):
+                for key, current in store.items():
+                    converted[i, key] = layer.backend.asarray(arrays[f"{i}.{key}"].astype(current.dtype))
+        for (i, key), value in converted.items():
+            layer = self.layers[i]
+            (layer.params if key in layer.params else layer.buffers)[key] = value
 
     # --- description ------------------------------------------------------------
 
@@ -223,14 +224,14 @@ def open_checkpoint(path, accept, max_bytes: int | None = None) -> tuple[NpzRead
         if not {"format_version", "config"} <= npz.keys:
             raise ValueError(f"{npz.source} is not a gpucnn model file (no format_version/config)")
         npz.check_members(lambda key: key in ("config", "format_version") or accept(key))
-        version = int(npz.read_scalar("format_version", "iu"))
+        version = int(npz.read_scalar("format_version", "integer"))
         if version != FORMAT_VERSION:
             raise ValueError(f"{npz.source} has format version {version}; "
                              f"this gpucnn reads version {FORMAT_VERSION}")
         try:
-            config = json.loads(str(npz.read_scalar("config", "U")))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{npz.source}: unreadable architecture ({err})") from None
+            config = json.loads(str(npz.read_scalar("config", "text")))
+        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: absurdly deep nesting
+            raise ValueError(f"{npz.source}: unreadable architecture ({type(err).__name__}: {err})") from None
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ValueError(f"{npz.source}: malformed architecture (no list of layers)")
     except BaseException:

@@ -5,7 +5,8 @@ target's folder, which is then renamed over the target, so a reader sees the
 old file or the new one, never half of one. The temporary file is locked while
 its save runs; a save killed half-way leaves its temporary behind, and the next
 save into the folder removes every such file whose lock is free (the lock of a
-save still running elsewhere is held, so its file stays).
+save still running elsewhere is held, so its file stays). Where the OS has no
+advisory locks, a temporary counts as abandoned once it is an hour old.
 
 Reading (``NpzReader``): before a single array byte is decompressed, every
 member's name is checked against what the caller expects, and every member's
@@ -17,11 +18,10 @@ expects, then reads only the members it needs.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import re
 import secrets
+import time
 import zipfile
 import zlib
 from typing import NamedTuple
@@ -29,15 +29,25 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib import format as npy_format
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; stale temporaries are told by their age
+    fcntl = None
+
 # A generous default cap on the arrays one file may declare: far above any model
 # this engine trains, far below what a small forged file could make us allocate.
 DEFAULT_MAX_BYTES = 4 << 30
 MAX_BYTES_VARIABLE = "GPUCNN_MAX_MODEL_BYTES"
 
 _TEMP_PREFIX, _TEMP_SUFFIX = ".gpucnn-save-", ".npz.tmp"
+_STALE_SECONDS = 3600  # without file locks: a temporary untouched this long belongs to no live save
 _TEMP_NAME = re.compile(re.escape(_TEMP_PREFIX) + r"[0-9a-f]{16}" + re.escape(_TEMP_SUFFIX) + r"\Z")
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# What zipfile, zlib and numpy raise for a damaged archive or member (an encrypted
+# member is a RuntimeError, an unknown compression or zip version NotImplementedError).
+_DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
 
 
 class ArrayHeader(NamedTuple):
@@ -92,7 +102,11 @@ def _create_locked_temporary(folder: str) -> tuple[int, str]:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a filesystem without locks: cleaners cannot lock the file either
+                pass
         # A cleaner may have taken and removed the file between its creation and
         # our lock; then it is no longer linked, and we start again.
         if os.fstat(fd).st_nlink > 0:
@@ -104,7 +118,8 @@ def remove_stale_temporaries(folder) -> list[str]:
     """Remove the temporary files of killed saves from ``folder``; returns their paths.
 
     Only files named like ours are looked at, and only those no running save
-    holds locked are removed (a killed process's locks are released by the OS).
+    holds locked are removed (a killed process's locks are released by the OS;
+    without locks, those untouched for an hour).
     """
     removed = []
     for name in os.listdir(folder):
@@ -113,19 +128,16 @@ def remove_stale_temporaries(folder) -> list[str]:
         path = os.path.join(folder, name)
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # its save finished meanwhile
+        except OSError:  # its save finished meanwhile, or not ours to open
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            os.close(fd)  # a save in progress
-            continue
-        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # an OSError while a save holds it
+            elif time.time() - os.fstat(fd).st_mtime < _STALE_SECONDS:
+                continue
             os.remove(path)
             removed.append(path)
-        except FileNotFoundError:
+        except OSError:  # locked by a running save, already gone, or not ours to remove
             pass
         finally:
             os.close(fd)
@@ -185,12 +197,14 @@ class NpzReader:
         self.headers: dict[str, ArrayHeader] = {}
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"{self.source} does not exist")
+        if os.path.isdir(self.path):
+            raise ValueError(f"{self.source} is a folder, not an .npz file")
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, EOFError) as err:
+        except PermissionError:
+            raise
+        except _DAMAGED as err:
             raise ValueError(self._not_an_npz(err)) from None
-        except IsADirectoryError:
-            raise ValueError(f"{self.source} is a folder, not an .npz file") from None
         try:
             self._infos = self._list_members()
         except BaseException:
@@ -250,8 +264,7 @@ class NpzReader:
                     raise ValueError(f"unsupported .npy version {version}")
                 shape, fortran_order, dtype = reader(f)
                 offset = f.tell()
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
-                NotImplementedError) as err:
+        except _DAMAGED as err:
             raise ValueError(f"{where} is not a readable array ({err})") from None
         if dtype.hasobject:
             raise ValueError(f"{where} carries pickled objects; refusing to load it "
@@ -281,15 +294,18 @@ class NpzReader:
         try:
             with self._open(key) as f:
                 return npy_format.read_array(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        except _DAMAGED as err:
             raise ValueError(f"{self.source}, member {key!r} is corrupt or truncated ({err})") from None
 
-    def read_scalar(self, key, kinds: str) -> np.ndarray:
-        """A 0-d member whose dtype kind is one of ``kinds`` ("iu" integers, "f" floats, "U" text)."""
+    def read_scalar(self, key, kind: str) -> np.ndarray:
+        """A member that must be a single value of ``kind``: "integer", "float" or "text"."""
         header = self.headers.get(key)
         if header is None:  # absent (or check_members has not run)
             raise ValueError(f"{self.source} lacks the member {key!r}")
-        if header.shape != () or header.dtype.kind not in kinds:
-            raise ValueError(f"{self.source}, member {key!r} should be a single value of kind "
-                             f"{kinds!r}, but is {header.dtype} {header.shape}")
+        if header.shape != () or header.dtype.kind not in _SCALAR_KINDS[kind]:
+            raise ValueError(f"{self.source}, member {key!r} should be a single {kind}, "
+                             f"but is {header.dtype} of shape {header.shape}")
         return self.read(key)
+
+
+_SCALAR_KINDS = {"integer": "iu", "float": "f", "text": "U"}  # numpy dtype kinds

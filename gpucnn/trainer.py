@@ -307,11 +307,11 @@ class Trainer:
             check_state_arrays(_members(npz.headers, "weights."), self.model.state_shapes(), source)
             self.optimizer.check_state_dict(_members(npz.headers, "extra.optimizer."), source)
             # 2. The trainer's own small members.
-            epoch = int(npz.read_scalar("extra.trainer.epoch", "iu"))
+            epoch = int(npz.read_scalar("extra.trainer.epoch", "integer"))
             if epoch < 0:
                 raise ValueError(f"{source}, member 'extra.trainer.epoch' is negative ({epoch})")
-            seed = _parse_seed(str(npz.read_scalar("extra.trainer.seed", "U")), source)
-            history = _parse_history(str(npz.read_scalar("extra.trainer.history", "U")), source)
+            seed = _parse_seed(str(npz.read_scalar("extra.trainer.seed", "text")), source)
+            history = _parse_history(str(npz.read_scalar("extra.trainer.history", "text")), source)
             # 3. The arrays, then their values.
             arrays = {key: npz.read(key) for key in npz.headers
                       if key.startswith(("weights.", "extra.optimizer."))}
@@ -383,7 +383,7 @@ def _parse_history(text: str, source: str) -> History:
         if not isinstance(data, dict):
             raise TypeError(f"expected an object, got {type(data).__name__}")
         return History.from_dict(data)
-    except (ValueError, TypeError, AttributeError, KeyError) as err:
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as err:
         raise ValueError(f"{source}, member 'extra.trainer.history' is malformed "
                          f"({type(err).__name__}: {err})") from None
 

@@ -329,6 +329,20 @@ def test_3_cleaning_touches_only_our_temporary_files(tmp_path):
     assert _others(tmp_path, "model.npz") == sorted(foreign)
 
 
+def test_3_without_file_locks_only_old_temporaries_are_removed(tmp_path, monkeypatch):
+    """Where the OS has no advisory locks (Windows), age tells an abandoned temporary from a live one."""
+    import gpucnn.npz
+    monkeypatch.setattr(gpucnn.npz, "fcntl", None)
+    old, fresh = ".gpucnn-save-0123456789abcdef.npz.tmp", ".gpucnn-save-fedcba9876543210.npz.tmp"
+    for name in (old, fresh):
+        (tmp_path / name).write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(tmp_path / old, (two_hours_ago, two_hours_ago))
+    _model().save(tmp_path / "model.npz")
+    assert _others(tmp_path, "model.npz") == [fresh]
+    assert gc.load_model(tmp_path / "model.npz").layers[0].weight_shape == (2, 1, 3, 3)
+
+
 # --- 4. file mode -------------------------------------------------------------------------------
 
 
