@@ -302,12 +302,16 @@ def test_3_saves_killed_midway_leave_no_temporary_after_the_next_save(tmp_path):
 def test_3_the_temporary_of_a_save_in_progress_is_not_removed(tmp_path):
     child = _start_saving(tmp_path / "model.npz")
     try:
-        for _ in range(20):  # stop the child inside a save
+        for _ in range(20):  # stop the child inside a save, once it is writing (and so holds the lock)
             temporary = _catch_a_temporary(child, tmp_path, "model.npz")
             child.send_signal(signal.SIGSTOP)
-            if (tmp_path / temporary).exists():
+            os.waitpid(child.pid, os.WUNTRACED)  # returns once the child has stopped
+            if (tmp_path / temporary).exists() and (tmp_path / temporary).stat().st_size > 0:
                 break
             child.send_signal(signal.SIGCONT)
+            time.sleep(0.01)  # let it write on before the next try
+        else:
+            raise AssertionError("the saving process was never stopped while writing")
         _model().save(tmp_path / "other.npz")  # cleans the folder while the child is stopped
         assert (tmp_path / temporary).exists()
         child.send_signal(signal.SIGCONT)
