@@ -18,6 +18,7 @@ expects, then reads only the members it needs.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import secrets
@@ -182,18 +183,23 @@ def _format_bytes(n: int) -> str:
 class NpzReader:
     """An ``.npz`` file opened for checked reading (a context manager).
 
-    ``NpzReader(path, max_bytes=None, what="checkpoint")`` opens the archive and
-    lists its members (``keys``: names without ``.npy``); ``check_members(accept)``
-    refuses any member ``accept(key)`` does not allow, then reads every header
-    into ``headers`` and adds the declared sizes up against ``max_bytes``.
-    ``read(key)`` returns an array. Every problem is a ValueError that starts
-    with ``source`` (``"checkpoint 'path'"``) and names the member.
+    ``NpzReader(path, max_bytes=None)`` opens the archive and lists its members
+    (``keys``: names without ``.npy``); ``check_members(accept)`` refuses any
+    member ``accept(key)`` does not allow, then reads every header into
+    ``headers`` and adds the declared sizes up against ``max_bytes``. After
+    that, ``read(key)`` returns an array (the checks are what bound its size).
+    Every problem is a ValueError that starts with ``source``
+    (``"checkpoint 'path'"``) and names the member.
     """
 
-    def __init__(self, path, max_bytes: int | None = None, what: str = "checkpoint"):
+    def __init__(self, path, max_bytes: int | None = None):
         self.path = os.fspath(path)
-        self.source = f"{what} {self.path!r}"
-        self.max_bytes = max_bytes_default() if max_bytes is None else int(max_bytes)
+        self.source = f"checkpoint {self.path!r}"
+        if max_bytes is None:
+            max_bytes = max_bytes_default()
+        elif isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+        self.max_bytes = int(max_bytes)
         self.headers: dict[str, ArrayHeader] = {}
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"{self.source} does not exist")

@@ -197,6 +197,8 @@ def test_1_total_size_cap_names_file_and_member_and_can_be_raised(tmp_path, monk
     with pytest.raises(ValueError, match="GPUCNN_MAX_MODEL_BYTES"):
         gc.load_model(path)
     loaded = gc.load_model(path, max_bytes=path.stat().st_size)  # an explicit argument wins
+    with pytest.raises(ValueError, match="max_bytes must be a positive number of bytes, got 0"):
+        gc.load_model(path, max_bytes=0)
     assert all(np.array_equal(loaded.state_arrays()[k], v) for k, v in model.state_arrays().items())
 
 
