@@ -10,9 +10,13 @@ backend's host code runs unchanged on either. Blocks run one after another;
 the threads of a block run as cooperative fibers that switch at barriers and
 warp functions (or as a plain loop when the kernel has none); divergent
 barriers, deadlocks and wrongly typed arguments raise; shared memory starts
-as NaN. ``sanitize=True`` (or ``GPUCNN_EMU_ASAN=1``) builds with
-AddressSanitizer, which needs the process started with the compiler's
-libasan preloaded (see ``asan_environment``).
+as NaN; a block larger than the kernel's ``__launch_bounds__`` is refused.
+``sanitize=True`` (or ``GPUCNN_EMU_ASAN=1``) builds with AddressSanitizer,
+which needs the process started with the compiler's libasan preloaded (see
+``asan_environment``). ``racecheck=True`` (or ``GPUCNN_EMU_RACECHECK=1``)
+builds with the shared-memory race checker: two threads of a block touching
+the same shared word with no barrier between them, one of them writing, raise
+SharedMemoryRaceError naming both source lines (it needs no preloading).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 from pathlib import Path
 
 from .build import EmulatorCompileError, EmulatorError, build_library, cache_dir, compiler, compiler_available
-from .launcher import EmulatorLaunchError, Kernel, KernelNotFoundError, Module
+from .launcher import EmulatorLaunchError, Kernel, KernelNotFoundError, Module, SharedMemoryRaceError
 
 _modules: dict[tuple, Module] = {}
 _lock = threading.Lock()
@@ -52,18 +56,30 @@ def asan_environment() -> dict[str, str]:
     return {"LD_PRELOAD": libasan, "ASAN_OPTIONS": "detect_leaks=0", "GPUCNN_EMU_ASAN": "1"}
 
 
-def load_module(path, options=(), sanitize: bool | None = None) -> Module:
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def load_module(path, options=(), sanitize: bool | None = None, racecheck: bool | None = None) -> Module:
     """Compile (or fetch from the caches) the CUDA source ``path`` for the emulator.
 
     options: NVRTC-style compile options; ``-D``, ``-U`` and ``-I`` reach g++,
     ``-arch=sm_XY`` sets ``__CUDA_ARCH__``, the rest is ignored.
     sanitize: build with AddressSanitizer; default from ``GPUCNN_EMU_ASAN``.
+    racecheck: build with the shared-memory race checker; default from
+    ``GPUCNN_EMU_RACECHECK``. Not both: a sanitized build wins over the
+    environment's racecheck, an explicit pair of True raises ValueError.
     Modules are cached per process (by path, options and the file's mtime) and
     on disk (by the contents of the source, its includes, the options and the
     compiler). Raises EmulatorCompileError naming the ``.cu`` lines g++ rejects.
     """
     if sanitize is None:
-        sanitize = os.environ.get("GPUCNN_EMU_ASAN", "") not in ("", "0")
+        sanitize = _env_flag("GPUCNN_EMU_ASAN")
+    if racecheck is None:
+        racecheck = _env_flag("GPUCNN_EMU_RACECHECK") and not sanitize
+    if sanitize and racecheck:
+        raise ValueError("load_module: sanitize and racecheck cannot be combined (AddressSanitizer and the "
+                         "race checker each instrument every memory access); run them one at a time")
     if sanitize and not _asan_loaded():
         raise EmulatorError("a sanitized emulator module needs AddressSanitizer's runtime loaded first: "
                             "start Python with the variables of gpucnn.backend.emulator.asan_environment() "
@@ -73,11 +89,12 @@ def load_module(path, options=(), sanitize: bool | None = None) -> Module:
     src = Path(path).resolve()
     stat = src.stat()
     options = tuple(options)
-    key = (str(src), options, bool(sanitize), str(cache_dir()), stat.st_mtime_ns, stat.st_size)
+    key = (str(src), options, bool(sanitize), bool(racecheck), str(cache_dir()), stat.st_mtime_ns, stat.st_size)
     with _lock:
         module = _modules.get(key)
         if module is None:
-            module = Module(src, build_library(src, options, sanitize=bool(sanitize)), bool(sanitize))
+            built = build_library(src, options, sanitize=bool(sanitize), racecheck=bool(racecheck))
+            module = Module(src, built, bool(sanitize), bool(racecheck))
             _modules[key] = module
         return module
 
@@ -89,4 +106,4 @@ def clear_process_cache() -> None:
 
 
 __all__ = ["load_module", "Module", "Kernel", "EmulatorError", "EmulatorCompileError", "EmulatorLaunchError",
-           "KernelNotFoundError", "compiler_available", "asan_environment", "clear_process_cache"]
+           "SharedMemoryRaceError", "KernelNotFoundError", "compiler_available", "asan_environment", "clear_process_cache"]

@@ -34,7 +34,7 @@ RUNTIME = Path(__file__).with_name("runtime.cpp")
 # Files whose contents decide what a build produces; a change to any of them
 # invalidates every cached library.
 _EMULATOR_FILES = (HEADER, RUNTIME, Path(__file__), Path(source.__file__), Path(elf.__file__))
-_FORMAT = 1
+_FORMAT = 2
 
 CXX_FLAGS = ("-std=c++20", "-O2", "-g1", "-fPIC", "-fvisibility=hidden", "-fno-gnu-unique",
              # CUDA code type-puns freely (float4 loads of float arrays); nvcc tolerates it.
@@ -42,6 +42,13 @@ CXX_FLAGS = ("-std=c++20", "-O2", "-g1", "-fPIC", "-fvisibility=hidden", "-fno-g
              # One section per function: the call graph elf.py reads.
              "-ffunction-sections")
 ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer")
+# Race checking (see runtime.cpp): the kernels get ThreadSanitizer's compiler
+# instrumentation (a hook call before every memory access), whose hooks the
+# emulator's runtime defines, compiled without it. No ThreadSanitizer runtime
+# is linked; `-z defs` makes a hook the runtime lacks a link error.
+RACECHECK_DEFINE = "-DGPUCNN_EMU_RACECHECK=1"
+RACECHECK_KERNEL_FLAGS = ("-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0")
+RACECHECK_LINK_FLAGS = ("-Wl,-z,defs",)
 
 
 class EmulatorError(RuntimeError):
@@ -170,21 +177,28 @@ def _runtime_object(cxx: str, mode_flags: list[str], directory: Path) -> Path:
     return path
 
 
-def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibrary:
+def build_library(source_path, options=(), sanitize: bool = False, racecheck: bool = False) -> BuiltLibrary:
     """Compile ``source_path`` (a ``.cu`` file) for the emulator, or reuse the cached build.
 
+    sanitize: with AddressSanitizer; racecheck: with the shared-memory race
+    checker (the two exclude each other: each instruments every access).
     Raises EmulatorCompileError with g++'s diagnostics, which name the ``.cu``
     file and line, when the source does not compile.
     """
+    if sanitize and racecheck:
+        raise ValueError("build_library: sanitize=True and racecheck=True cannot be combined "
+                         "(AddressSanitizer and the race checker each instrument every memory access)")
     src = Path(source_path).resolve()
     if not src.is_file():
         raise FileNotFoundError(f"CUDA source {src} does not exist")
     cxx = compiler()
     flags = host_flags(options, src.parent)
-    mode_flags = list(CXX_FLAGS) + (list(ASAN_FLAGS) if sanitize else [])
+    mode_flags = list(CXX_FLAGS) + (list(ASAN_FLAGS) if sanitize else []) + ([RACECHECK_DEFINE] if racecheck else [])
+    kernel_flags = mode_flags + (list(RACECHECK_KERNEL_FLAGS) if racecheck else [])
+    link_flags = mode_flags + (list(RACECHECK_LINK_FLAGS) if racecheck else [])
     key = _sha256(json.dumps([
         _FORMAT, str(src), _file_hash(src), [_file_hash(f) for f in _EMULATOR_FILES],
-        flags, mode_flags, _compiler_identity(cxx)]).encode())
+        flags, kernel_flags, link_flags, _compiler_identity(cxx)]).encode())
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / f"{key}.json"
@@ -204,11 +218,11 @@ def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibra
         unit_text, kernels = source.translate(text)
         unit, obj = tmp / "unit.ii", tmp / "unit.o"
         unit.write_text(unit_text)
-        _run([cxx, *mode_flags, "-c", str(unit), "-o", str(obj)], "compilation", src)
+        _run([cxx, *kernel_flags, "-c", str(unit), "-o", str(obj)], "compilation", src)
         needs_fibers = elf.kernels_needing_fibers(obj.read_bytes(), [k.name for k in kernels])
         library = tmp / "module.so"
         runtime = _runtime_object(cxx, mode_flags, directory)
-        _run([cxx, *mode_flags, "-shared", str(obj), str(runtime), "-o", str(library)], "linking", src)
+        _run([cxx, *link_flags, "-shared", str(obj), str(runtime), "-o", str(library)], "linking", src)
 
         lib_name = _sha256((key + json.dumps(sorted(deps.items()))).encode())[:32] + ".so"
         _write_atomically(directory / lib_name, library.read_bytes())
@@ -217,7 +231,7 @@ def build_library(source_path, options=(), sanitize: bool = False) -> BuiltLibra
         "source": str(src),
         "deps": deps,
         "kernels": [{"name": k.name, "param_names": k.param_names, "param_types": k.param_types,
-                     "needs_fibers": needs_fibers[k.name]} for k in kernels],
+                     "max_threads": k.max_threads, "needs_fibers": needs_fibers[k.name]} for k in kernels],
     }
     _write_atomically(manifest_path, json.dumps(manifest, indent=1).encode())
     return BuiltLibrary(directory / lib_name, tuple(kernels), needs_fibers, compiled=True)
@@ -232,7 +246,7 @@ def _load_manifest(path: Path) -> BuiltLibrary | None:
     library = path.parent / manifest["library"]
     if not library.is_file() or any(_file_hash(p) != h for p, h in manifest["deps"].items()):
         return None
-    kernels = tuple(source.KernelDecl(k["name"], tuple(k["param_names"]), tuple(k["param_types"]))
-                    for k in manifest["kernels"])
+    kernels = tuple(source.KernelDecl(k["name"], tuple(k["param_names"]), tuple(k["param_types"]),
+                                      k["max_threads"]) for k in manifest["kernels"])
     return BuiltLibrary(library, kernels, {k["name"]: k["needs_fibers"] for k in manifest["kernels"]},
                         compiled=False)

@@ -19,7 +19,12 @@
 //     with the source lines involved (the collective macros carry __FILE__ and
 //     __LINE__, and the preprocessed text keeps the .cu line markers);
 //   - shared memory is filled with 0xFF bytes (NaN for float and double)
-//     before each block, so a read of what no thread wrote shows up.
+//     before each block, so a read of what no thread wrote shows up;
+//   - a race-checking build (GPUCNN_EMU_RACECHECK, see runtime.cpp) reports
+//     two threads' conflicting accesses to a shared word with no barrier
+//     between them;
+//   - a launch with more threads per block than the kernel's
+//     __launch_bounds__ fails, as on a GPU (the bound is read by source.py).
 //
 // This header holds what the kernels see; runtime.cpp (compiled once per
 // compiler and flags, then linked into every module) holds the scheduler.
@@ -60,7 +65,8 @@
 #define __managed__
 #define __grid_constant__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __launch_bounds__(...)
+// A marker too: source.py reads the bound of each kernel and removes it.
+#define __launch_bounds__(...) __emu_launch_bounds__(__VA_ARGS__)
 #define __align__(n) __attribute__((aligned(n)))
 #define __cudart_builtin__
 
@@ -69,6 +75,9 @@
 #endif
 #define __CUDACC__ 1
 #define GPUCNN_EMULATOR 1
+#ifndef GPUCNN_EMU_RACECHECK
+#define GPUCNN_EMU_RACECHECK 0  // build.py defines it to 1 for race-checking builds
+#endif
 
 // ---------------------------------------------------------------------------
 // Vector types
@@ -345,6 +354,7 @@ enum Op : int {
 };
 
 constexpr size_t kMaxDynamicShared = 227 * 1024;  // the largest opt-in on current GPUs (sm_90)
+constexpr unsigned kMaxThreadsPerBlock = 1024;
 
 // Dynamic shared memory: one buffer per module; `extern __shared__ T name[];`
 // is rewritten by build.py into `T* const name = (T*)gpucnn_emu::dynamic_shared;`.
@@ -353,7 +363,11 @@ extern unsigned char dynamic_shared[kMaxDynamicShared];
 extern unsigned long long block_serial;  // changes before each block
 extern bool in_launch;
 void poison_bytes(void* p, size_t n);
-void add_namespace_shared(void* p, size_t n);
+void add_namespace_shared(void* p, size_t n, const char* name);
+#if GPUCNN_EMU_RACECHECK
+// The race checker watches these bytes (of variable `name`) from now on.
+void track_shared(const void* p, size_t n, const char* name);
+#endif
 void begin_block(const LaunchConfig* cfg, unsigned bx, unsigned by, unsigned bz);
 
 // Runs a grid: plain(cfg, args) for a plain-loop kernel, else one fiber per
@@ -377,11 +391,17 @@ extern "C" [[noreturn]] void gpucnn_emu_trap(const char* what, const char* file,
 // no thread of the block can have written it before, because a block-scope
 // variable is only reachable after its declaration has run. Namespace-scope
 // shared variables are seen at load time and filled before every block.
-static inline bool on_shared_declared(unsigned long long& seen, void* p, size_t n) {
+static inline bool on_shared_declared(unsigned long long& seen, void* p, size_t n, const char* name) {
   if (__builtin_expect(seen != block_serial, 0)) {
     seen = block_serial;
-    if (in_launch) poison_bytes(p, n);
-    else add_namespace_shared(p, n);
+    if (in_launch) {
+      poison_bytes(p, n);
+#if GPUCNN_EMU_RACECHECK
+      track_shared(p, n, name);
+#endif
+    } else {
+      add_namespace_shared(p, n, name);
+    }
   }
   return true;
 }

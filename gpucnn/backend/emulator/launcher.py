@@ -13,14 +13,59 @@ the kernel declares.
 from __future__ import annotations
 
 import ctypes
+import re
+import shutil
+import subprocess
 
 import numpy as np
 
-from .build import BuiltLibrary, EmulatorError
+from .build import HEADER, BuiltLibrary, EmulatorError
 
 
 class EmulatorLaunchError(EmulatorError):
-    """A kernel failed while running: divergent barrier, deadlock, misused warp function, trap."""
+    """A kernel failed while running (divergent barrier, deadlock, misused warp function, trap),
+    or its launch exceeds the kernel's ``__launch_bounds__``."""
+
+
+class SharedMemoryRaceError(EmulatorLaunchError):
+    """Two threads of a block accessed a shared word with no barrier between them, at least one
+    writing (found by a race-checking build); the message names both source lines and threads."""
+
+
+# launch_grid's return values (LaunchStatus in runtime.cpp).
+_LAUNCH_FAILED, _LAUNCH_RACE = 1, 2
+_CODE_ADDRESS_RE = re.compile(r"@pc\[(0x[0-9a-f]+)\]")
+
+
+def symbolize(message: str, library) -> str:
+    """Replace the runtime's ``@pc[0x...]`` code addresses in ``message`` by source lines.
+
+    Each becomes ``file:line`` of the access, followed by ``(inlined into
+    file:line, ...)`` when the access sits in an inlined function; frames in
+    cuda_emu.h (the body of atomicAdd, ...) are left out, so the kernel's line
+    comes first. addr2line reads the library's line tables. Without addr2line
+    the addresses stay, as ``library+0x...``.
+    """
+    addresses = list(dict.fromkeys(_CODE_ADDRESS_RE.findall(message)))
+    if not addresses:
+        return message
+    names = {a: f"{library}+{a}" for a in addresses}
+    addr2line = shutil.which("addr2line")
+    if addr2line:
+        proc = subprocess.run([addr2line, "-e", str(library), "-i", "-a", *addresses],
+                              capture_output=True, text=True)
+        # With -a every address is echoed first, then its inline chain, innermost first.
+        chains, current = {}, None
+        for line in proc.stdout.splitlines():
+            if re.fullmatch(r"0x[0-9a-f]+", line.strip()):
+                current = chains.setdefault(line.strip(), [])
+            elif current is not None and not line.startswith("??") and HEADER.name + ":" not in line:
+                current.append(line.split(" (discriminator")[0].strip())
+        for a in addresses:
+            chain = chains.get("0x" + format(int(a, 16), "016x"), chains.get(a))
+            if chain:
+                names[a] = chain[0] + (f" (inlined into {', '.join(chain[1:])})" if len(chain) > 1 else "")
+    return _CODE_ADDRESS_RE.sub(lambda m: names[m.group(1)], message)
 
 
 class KernelNotFoundError(KeyError):
@@ -106,11 +151,13 @@ class Kernel:
     dynamic shared memory beyond 48 KiB needs it raised first, as on a GPU.
     """
 
-    def __init__(self, module: Module, name: str, launch_fn, params: tuple[Param, ...], needs_fibers: bool):
+    def __init__(self, module: Module, name: str, launch_fn, params: tuple[Param, ...], needs_fibers: bool,
+                 max_threads: int = 0):
         self.module = module
         self.name = name
         self.params = params
         self.needs_fibers = needs_fibers
+        self.max_threads = max_threads  # the kernel's __launch_bounds__ (0: none)
         self.max_dynamic_shared_size_bytes = DEFAULT_MAX_DYNAMIC_SHARED
         self._launch = launch_fn
 
@@ -126,7 +173,9 @@ class Kernel:
         kernel parameter; shared_mem: bytes of dynamic shared memory per block.
         Raises TypeError for arguments a GPU launch would misread, ValueError
         for a launch configuration a GPU refuses, EmulatorLaunchError when the
-        kernel deadlocks, diverges at a barrier or traps.
+        block exceeds the kernel's ``__launch_bounds__`` or the kernel
+        deadlocks, diverges at a barrier or traps, SharedMemoryRaceError (a
+        subclass) when a race-checking build sees a shared-memory race.
         """
         grid3 = _dims(grid, "grid", self.name)
         block3 = _dims(block, "block", self.name)
@@ -142,7 +191,10 @@ class Kernel:
         config = LaunchConfig((ctypes.c_uint32 * 3)(*grid3), (ctypes.c_uint32 * 3)(*block3),
                               int(shared_mem), int(self.needs_fibers))
         error = ctypes.create_string_buffer(_ERROR_BYTES)
-        if self._launch(ctypes.byref(config), pointers, error, _ERROR_BYTES) != 0:
+        status = self._launch(ctypes.byref(config), pointers, error, _ERROR_BYTES)
+        if status == _LAUNCH_RACE:
+            raise SharedMemoryRaceError(symbolize(error.value.decode("utf-8", "replace"), self.module.library_path))
+        if status != 0:
             raise EmulatorLaunchError(error.value.decode("utf-8", "replace"))
 
     def _check_config(self, grid, block, shared_mem) -> None:
@@ -150,6 +202,10 @@ class Kernel:
         if threads > MAX_THREADS_PER_BLOCK or any(b > m for b, m in zip(block, MAX_BLOCK_DIM)):
             raise ValueError(f"kernel '{self.name}': block {block} exceeds the GPU limits "
                              f"({MAX_THREADS_PER_BLOCK} threads, dimensions {MAX_BLOCK_DIM})")
+        if self.max_threads and threads > self.max_threads:
+            # The driver refuses it (CUDA_ERROR_INVALID_VALUE / "too many resources requested").
+            raise EmulatorLaunchError(f"kernel '{self.name}' is declared __launch_bounds__({self.max_threads}) "
+                                      f"but was launched with block {block} = {threads} threads per block")
         if any(g > m for g, m in zip(grid, MAX_GRID_DIM)):
             raise ValueError(f"kernel '{self.name}': grid {grid} exceeds the GPU limits {MAX_GRID_DIM}")
         if not isinstance(shared_mem, (int, np.integer)) or isinstance(shared_mem, bool) or shared_mem < 0:
@@ -235,9 +291,10 @@ class Module:
     the on-disk cache).
     """
 
-    def __init__(self, source_path, built: BuiltLibrary, sanitize: bool):
+    def __init__(self, source_path, built: BuiltLibrary, sanitize: bool, racecheck: bool = False):
         self.source_path = source_path
         self.sanitize = sanitize
+        self.racecheck = racecheck
         self.compiled = built.compiled
         self.library_path = built.path
         self._lib = ctypes.CDLL(str(built.path))
@@ -250,7 +307,10 @@ class Module:
             signature_fn = getattr(self._lib, f"gpucnn_emu_signature_{decl.name}")
             signature_fn.restype = ctypes.c_char_p
             params = _parse_signature(signature_fn().decode(), decl.param_names, decl.param_types)
-            self._kernels[decl.name] = Kernel(self, decl.name, launch, params, built.needs_fibers[decl.name])
+            max_threads_fn = getattr(self._lib, f"gpucnn_emu_max_threads_{decl.name}")
+            max_threads_fn.restype = ctypes.c_int
+            self._kernels[decl.name] = Kernel(self, decl.name, launch, params, built.needs_fibers[decl.name],
+                                              max_threads_fn())
 
     @property
     def kernel_names(self) -> tuple[str, ...]:

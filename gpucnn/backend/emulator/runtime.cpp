@@ -13,6 +13,7 @@
 
 #include <csetjmp>
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -75,6 +76,14 @@ static const char* op_name(int op) {
 
 enum State : int { kRunnable, kWaitBlock, kWaitWarp, kDone, kTrapped };
 
+// What launch_grid returns (mirrored in launcher.py).
+enum LaunchStatus : int { kLaunchOk = 0, kLaunchFailed = 1, kLaunchRace = 2 };
+
+namespace racecheck {
+void new_interval();
+void warp_synchronised(unsigned warp);
+}  // namespace racecheck
+
 struct Fiber {
   void* sp;  // saved stack pointer while switched out
   uint3 tid;
@@ -104,6 +113,7 @@ struct Runtime {
   bool fibers_mode = false;
   const char* kernel_name = "";
   Text error;
+  int failure = kLaunchFailed;  // what launch_grid returns when the launch fails
   std::jmp_buf plain_escape;
   Fiber* fibers = nullptr;
   size_t fibers_capacity = 0;
@@ -144,17 +154,25 @@ static SharedRange namespace_shared[64];
 static int namespace_shared_count = 0;
 
 // Namespace-scope __shared__ variables announce themselves at load time.
-void add_namespace_shared(void* p, size_t n) {
+void add_namespace_shared(void* p, size_t n, const char* name) {
   if (namespace_shared_count == 64) {
     std::fprintf(stderr, "gpucnn emulator: more than 64 namespace-scope __shared__ variables\n");
     std::abort();
   }
   namespace_shared[namespace_shared_count++] = SharedRange{p, n};
+#if GPUCNN_EMU_RACECHECK
+  track_shared(p, n, name);
+#else
+  (void)name;
+#endif
 }
 
 void begin_block(const LaunchConfig* cfg, unsigned bx, unsigned by, unsigned bz) {
   block_idx = uint3{bx, by, bz};
   ++block_serial;
+#if GPUCNN_EMU_RACECHECK
+  racecheck::new_interval();
+#endif
   for (int i = 0; i < namespace_shared_count; ++i) poison_bytes(namespace_shared[i].p, namespace_shared[i].n);
   if (cfg->shared_mem) poison_bytes(dynamic_shared, cfg->shared_mem);
 }
@@ -397,16 +415,31 @@ extern "C" uint64_t gpucnn_emu_collective(int op, const char* file, int line, un
   return f->result;
 }
 
-extern "C" [[noreturn]] void gpucnn_emu_trap(const char* what, const char* file, int line) {
-  const uint3 t = thread_idx;
-  const unsigned linear = t.x + t.y * block_dim.x + t.z * block_dim.x * block_dim.y;
-  set_error(Text("thread ") + num(linear) + " (threadIdx " + num(t.x) + "," + num(t.y) + "," + num(t.z) + "): " +
-            what + " at " + file + ":" + num(line));
+// "thread 37 (threadIdx 5,1,0)" for a linear thread index.
+static Text thread_name(unsigned linear) {
+  const unsigned x = linear % block_dim.x, y = linear / block_dim.x % block_dim.y,
+                 z = linear / (block_dim.x * block_dim.y);
+  return Text("thread ") + num(linear) + " (threadIdx " + num(x) + "," + num(y) + "," + num(z) + ")";
+}
+
+static unsigned current_thread() {
+  return thread_idx.x + thread_idx.y * block_dim.x + thread_idx.z * block_dim.x * block_dim.y;
+}
+
+// Ends the launch from inside a kernel thread, rt.error already set: returns
+// to launch_grid, which reports `failure`.
+[[noreturn]] static void abort_launch(int failure) {
+  rt.failure = failure;
   if (!rt.fibers_mode) std::longjmp(rt.plain_escape, 1);
   Fiber* f = rt.current;
   f->state = kTrapped;  // the scheduler abandons the launch and never resumes this fiber
   yield_to_scheduler(f);
   __builtin_trap();
+}
+
+extern "C" [[noreturn]] void gpucnn_emu_trap(const char* what, const char* file, int line) {
+  set_error(thread_name(current_thread()) + ": " + what + " at " + file + ":" + num(line));
+  abort_launch(kLaunchFailed);
 }
 
 // Completes the warp collective of the lanes named by fiber `f`'s mask if all
@@ -459,6 +492,9 @@ static int try_complete_warp_op(Fiber* fibers, unsigned n, unsigned self) {
       if ((participants >> l & 1u) && fibers[warp_base + l].value) ballot |= 1u << l;
     reduced = me.op == kBallot ? ballot : me.op == kAny ? (ballot != 0) : (ballot == participants);
   }
+#if GPUCNN_EMU_RACECHECK
+  racecheck::warp_synchronised(warp_base / 32);
+#endif
   for (unsigned l = 0; l < 32; ++l) {
     if (!(participants >> l & 1u)) continue;
     Fiber& o = fibers[warp_base + l];
@@ -551,6 +587,9 @@ static bool run_block_fibers(unsigned n) {
                           : first->op == kSyncthreadsAnd   ? (count == n)
                           : first->op == kSyncthreadsOr    ? (count != 0)
                                                            : 0;
+#if GPUCNN_EMU_RACECHECK
+    racecheck::new_interval();
+#endif
     for (unsigned i = 0; i < n; ++i) {
       fibers[i].result = result;
       fibers[i].state = kRunnable;
@@ -584,6 +623,216 @@ static int run_grid_fibers(const LaunchConfig* cfg, void (*thunk)(void*), void* 
   return 0;
 }
 
+// ----- shared-memory race checking (GPUCNN_EMU_RACECHECK builds) ----------------
+//
+// A racecheck build compiles the kernels with GCC's -fsanitize=thread, which
+// puts a call to __tsan_read4(addr), __tsan_write8(addr), ... in front of
+// every memory access and turns atomics into __tsan_atomic* calls, but links
+// them against the hooks below instead of ThreadSanitizer's runtime. A hook
+// ignores every address outside the tracked shared-memory ranges (one
+// compare); for a shared word it applies CUDA's rule: two accesses to the same
+// word by different threads of a block conflict when at least one is a write,
+// not both are atomics, and no __syncthreads() (a new barrier interval) and,
+// for two lanes of one warp, no warp function (__syncwarp(), a shuffle, a
+// vote) completed between them. The first conflict ends the launch; the
+// message names both accesses by their return addresses in the kernel code,
+// "@pc[0x...]", which launcher.py turns into file:line with addr2line.
+#if GPUCNN_EMU_RACECHECK
+namespace racecheck {
+
+struct Access {
+  uint64_t interval;    // barrier interval of the access; 0: none
+  uint32_t warp_syncs;  // warp functions completed by the thread's warp before the access
+  uint16_t thread;      // linear thread index in the block
+  bool atomic;
+  const void* pc;  // return address of the hook: just after the access in the kernel code
+};
+
+// One 4-byte word of tracked shared memory. Each kind of access keeps the
+// latest one of the current interval by the current thread and the latest by
+// another thread: a later access by any thread conflicts with one of the two
+// if with any. (Two writers in one interval are possible: atomics.)
+struct Word {
+  Access writes[2];
+  Access reads[2];
+  bool tracked;  // the word belongs to a __shared__ variable or the dynamic buffer
+};
+
+// A tracked range, for naming the variable of a racy word.
+struct Named {
+  uintptr_t p;
+  size_t n;
+  const char* name;
+};
+
+// Interval 1 is the first block's; begin_block and every barrier release start
+// a new one, so accesses of different blocks never share an interval.
+static uint64_t interval = 1;
+static uint32_t warp_syncs[kMaxThreadsPerBlock / 32];
+// Words of [lo, hi): the smallest box holding every tracked range (all of them
+// in the module's .bss, a few hundred KiB at most).
+static uintptr_t lo = 0, hi = 0;
+static Word* words = nullptr;
+static Named variables[256];
+static int variable_count = 0;
+
+void new_interval() { ++interval; }
+void warp_synchronised(unsigned warp) { ++warp_syncs[warp]; }
+
+static void track(const void* p, size_t n, const char* name) {
+  bool known = false;
+  for (int i = 0; i < variable_count && !known; ++i) known = variables[i].p == reinterpret_cast<uintptr_t>(p);
+  if (known) return;
+  if (variable_count < 256) variables[variable_count++] = Named{reinterpret_cast<uintptr_t>(p), n, name};
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(3);
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + n + 3) & ~uintptr_t(3);
+  if (a < lo || b > hi || !words) {
+    const uintptr_t new_lo = words ? (a < lo ? a : lo) : a, new_hi = words ? (b > hi ? b : hi) : b;
+    Word* grown = static_cast<Word*>(std::calloc((new_hi - new_lo) / 4, sizeof(Word)));
+    if (!grown) {
+      std::fprintf(stderr, "gpucnn emulator: out of memory for the race checker's shadow words\n");
+      std::abort();
+    }
+    if (words) std::memcpy(grown + (lo - new_lo) / 4, words, (hi - lo) / 4 * sizeof(Word));
+    std::free(words);
+    words = grown;
+    lo = new_lo;
+    hi = new_hi;
+  }
+  for (uintptr_t w = (a - lo) / 4; w < (b - lo) / 4; ++w) words[w].tracked = true;
+}
+
+static bool conflict(const Access& before, const Access& now) {
+  return before.interval == now.interval && before.thread != now.thread && !(before.atomic && now.atomic) &&
+         !(before.thread / 32 == now.thread / 32 && before.warp_syncs != now.warp_syncs);
+}
+
+// "@pc[0x1a2b]": the access's address inside the module, for launcher.py to symbolize.
+static Text code_address(const void* pc) {
+  Dl_info info;
+  uintptr_t offset = reinterpret_cast<uintptr_t>(pc);
+  if (dladdr(pc, &info) && info.dli_fbase) offset -= reinterpret_cast<uintptr_t>(info.dli_fbase);
+  char b[40];
+  std::snprintf(b, sizeof b, "@pc[0x%lx]", static_cast<unsigned long>(offset - 1));  // -1: inside the call
+  return Text(b);
+}
+
+// "byte 12 of __shared__ tile (1024 bytes)"
+static Text word_name(uintptr_t address) {
+  for (int i = 0; i < variable_count; ++i) {
+    const Named& v = variables[i];
+    if (address >= v.p && address < v.p + v.n)
+      return Text("byte ") + num((long long)(address - v.p)) + " of " + v.name + " (" + num((long long)v.n) +
+             " bytes)";
+  }
+  return Text("a shared word");
+}
+
+static Text access_name(const Access& a, bool write) {
+  return Text(a.atomic ? "atomic " : "") + (write ? "write" : "read");
+}
+
+[[noreturn]] static void report(const char* kind, const Access& before, bool before_write, const Access& now,
+                                bool now_write, uintptr_t address) {
+  set_error(Text("shared-memory race (") + kind + ", no barrier between): " + thread_name(now.thread) + " " +
+            access_name(now, now_write) + " at " + code_address(now.pc) + " " + word_name(address) + ", which " + thread_name(before.thread) + " " + (before_write ? "wrote" : "read") +
+            (before.atomic ? " atomically" : "") + " at " + code_address(before.pc) +
+            " in the same barrier interval");
+  abort_launch(kLaunchRace);
+}
+
+// The hook behind every instrumented access of `size` bytes at `p`.
+__attribute__((noinline)) static void check_slow(uintptr_t a, unsigned size, bool write, bool atomic,
+                                                 const void* pc) {
+  if (!in_launch) return;
+  const unsigned thread = current_thread();
+  const Access now{interval, warp_syncs[thread / 32], static_cast<uint16_t>(thread), atomic, pc};
+  const uintptr_t last = a + size - 1 < hi ? a + size - 1 : hi - 1;
+  for (uintptr_t w = (a - lo) / 4; w <= (last - lo) / 4; ++w) {
+    Word& word = words[w];
+    if (!word.tracked) continue;
+    const uintptr_t address = lo + w * 4;
+    for (const Access& w : word.writes)
+      if (conflict(w, now)) report(write ? "write after write" : "read after write", w, true, now, write, address);
+    if (write)
+      for (const Access& r : word.reads)
+        if (conflict(r, now)) report("write after read", r, false, now, true, address);
+    Access* slots = write ? word.writes : word.reads;
+    // Slot 0 unless it holds another thread's access of this interval.
+    Access* slot = &slots[slots[0].interval == interval && slots[0].thread != thread];
+    *slot = now;
+  }
+}
+
+static inline void check(const volatile void* p, unsigned size, bool write, bool atomic, const void* pc) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (__builtin_expect(a - lo < hi - lo, 0)) check_slow(a, size, write, atomic, pc);
+}
+
+}  // namespace racecheck
+
+void track_shared(const void* p, size_t n, const char* name) { racecheck::track(p, n, name); }
+
+// ----- the hooks that -fsanitize=thread code calls (ThreadSanitizer's ABI) -----
+
+#define GPUCNN_EMU_PC __builtin_return_address(0)
+extern "C" {
+void __tsan_init() { racecheck::track(dynamic_shared, sizeof dynamic_shared, "dynamic shared memory"); }
+void __tsan_read_range(const void* p, unsigned long n) { racecheck::check(p, (unsigned)n, false, false, GPUCNN_EMU_PC); }
+void __tsan_write_range(void* p, unsigned long n) { racecheck::check(p, (unsigned)n, true, false, GPUCNN_EMU_PC); }
+#define GPUCNN_EMU_TSAN_ACCESS(N)                                                                             \
+  void __tsan_read##N(const void* p) { racecheck::check(p, N, false, false, GPUCNN_EMU_PC); }               \
+  void __tsan_write##N(void* p) { racecheck::check(p, N, true, false, GPUCNN_EMU_PC); }                    \
+  void __tsan_unaligned_read##N(const void* p) { racecheck::check(p, N, false, false, GPUCNN_EMU_PC); }     \
+  void __tsan_unaligned_write##N(void* p) { racecheck::check(p, N, true, false, GPUCNN_EMU_PC); }          \
+  void __tsan_volatile_read##N(const void* p) { racecheck::check(p, N, false, false, GPUCNN_EMU_PC); }      \
+  void __tsan_volatile_write##N(void* p) { racecheck::check(p, N, true, false, GPUCNN_EMU_PC); }
+GPUCNN_EMU_TSAN_ACCESS(1)
+GPUCNN_EMU_TSAN_ACCESS(2)
+GPUCNN_EMU_TSAN_ACCESS(4)
+GPUCNN_EMU_TSAN_ACCESS(8)
+GPUCNN_EMU_TSAN_ACCESS(16)
+
+// Atomics: checked as atomic accesses, then done (the memory order numbers are
+// GCC's __ATOMIC_* values).
+#define GPUCNN_EMU_TSAN_ATOMIC(N, T)                                                                            \
+  T __tsan_atomic##N##_load(const volatile T* p, int mo) {                                                    \
+    racecheck::check(p, sizeof(T), false, true, GPUCNN_EMU_PC);                                               \
+    return __atomic_load_n(p, mo);                                                                            \
+  }                                                                                                           \
+  void __tsan_atomic##N##_store(volatile T* p, T v, int mo) {                                                 \
+    racecheck::check(p, sizeof(T), true, true, GPUCNN_EMU_PC);                                                \
+    __atomic_store_n(p, v, mo);                                                                               \
+  }                                                                                                           \
+  GPUCNN_EMU_TSAN_RMW(N, T, exchange, __atomic_exchange_n)                                                    \
+  GPUCNN_EMU_TSAN_RMW(N, T, fetch_add, __atomic_fetch_add)                                                    \
+  GPUCNN_EMU_TSAN_RMW(N, T, fetch_sub, __atomic_fetch_sub)                                                    \
+  GPUCNN_EMU_TSAN_RMW(N, T, fetch_and, __atomic_fetch_and)                                                    \
+  GPUCNN_EMU_TSAN_RMW(N, T, fetch_or, __atomic_fetch_or)                                                      \
+  GPUCNN_EMU_TSAN_RMW(N, T, fetch_xor, __atomic_fetch_xor)                                                    \
+  GPUCNN_EMU_TSAN_RMW(N, T, fetch_nand, __atomic_fetch_nand)                                                  \
+  bool __tsan_atomic##N##_compare_exchange_strong(volatile T* p, T* expected, T v, int mo, int fail_mo) {     \
+    racecheck::check(p, sizeof(T), true, true, GPUCNN_EMU_PC);                                                \
+    return __atomic_compare_exchange_n(p, expected, v, false, mo, fail_mo);                                   \
+  }                                                                                                           \
+  bool __tsan_atomic##N##_compare_exchange_weak(volatile T* p, T* expected, T v, int mo, int fail_mo) {       \
+    racecheck::check(p, sizeof(T), true, true, GPUCNN_EMU_PC);                                                \
+    return __atomic_compare_exchange_n(p, expected, v, true, mo, fail_mo);                                    \
+  }
+#define GPUCNN_EMU_TSAN_RMW(N, T, name, builtin)                                                               \
+  T __tsan_atomic##N##_##name(volatile T* p, T v, int mo) {                                                   \
+    racecheck::check(p, sizeof(T), true, true, GPUCNN_EMU_PC);                                                \
+    return builtin(p, v, mo);                                                                                 \
+  }
+GPUCNN_EMU_TSAN_ATOMIC(8, uint8_t)
+GPUCNN_EMU_TSAN_ATOMIC(16, uint16_t)
+GPUCNN_EMU_TSAN_ATOMIC(32, uint32_t)
+GPUCNN_EMU_TSAN_ATOMIC(64, uint64_t)
+void __tsan_atomic_thread_fence(int mo) { __atomic_thread_fence(mo); }
+void __tsan_atomic_signal_fence(int mo) { __atomic_signal_fence(mo); }
+}  // extern "C"
+#endif  // GPUCNN_EMU_RACECHECK
+
 // Runs the whole grid; see cuda_emu.h.
 int launch_grid(const char* name, const LaunchConfig* cfg, void** args, void (*plain)(const LaunchConfig*, void**),
                 void (*thunk)(void*), char* error, unsigned long error_len) {
@@ -597,14 +846,15 @@ int launch_grid(const char* name, const LaunchConfig* cfg, void** args, void (*p
   __asan_unpoison_memory_region(dynamic_shared, cfg->shared_mem);
   __asan_poison_memory_region(dynamic_shared + cfg->shared_mem, kMaxDynamicShared - cfg->shared_mem);
 #endif
+  rt.failure = kLaunchFailed;
   in_launch = true;
-  int status = 0;
+  int status = kLaunchOk;
   if (cfg->use_fibers) {
-    status = run_grid_fibers(cfg, thunk, args);
+    if (run_grid_fibers(cfg, thunk, args)) status = rt.failure;
   } else if (setjmp(rt.plain_escape) == 0) {
     plain(cfg, args);
   } else {
-    status = 1;  // a collective was reached in plain-loop mode (see gpucnn_emu_collective)
+    status = rt.failure;  // a trap, a race, or a collective reached in plain-loop mode
   }
   in_launch = false;
   rt.fibers_mode = false;

@@ -15,14 +15,19 @@ from dataclasses import dataclass
 
 GLOBAL_MARKER = "__emu_global__"
 SHARED_MARKER = "__emu_shared__"
+LAUNCH_BOUNDS_MARKER = "__emu_launch_bounds__"
 
 _ATTRIBUTE = r"(?:__attribute__\s*\(\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\)|alignas\s*\([^()]*\)|\[\[[^\]]*\]\])"
 _ATTRIBUTE_RE = re.compile(_ATTRIBUTE)
 _LINEMARKER_RE = re.compile(r'^# (\d+) "((?:[^"\\]|\\.)*)"((?: \d)*)$', re.MULTILINE)
 _SHARED_DECL_RE = re.compile(SHARED_MARKER + r"\s+([^;{}]*);")
 _STORAGE_BEFORE_RE = re.compile(r"\b(extern|static)\s*$")
+# __launch_bounds__(...) after macro expansion; its arguments may hold one level of parentheses.
+_LAUNCH_BOUNDS = LAUNCH_BOUNDS_MARKER + r"\s*\((?:[^()]|\([^()]*\))*\)"
+_LAUNCH_BOUNDS_RE = re.compile(LAUNCH_BOUNDS_MARKER + r"\s*\((?P<args>(?:[^()]|\([^()]*\))*)\)")
 _KERNEL_HEAD_RE = re.compile(
-    GLOBAL_MARKER + r"\s*(?:" + _ATTRIBUTE + r"\s*)*void\s*(?:" + _ATTRIBUTE + r"\s*)*([A-Za-z_]\w*)\s*\(")
+    GLOBAL_MARKER + r"\s*(?:(?:" + _ATTRIBUTE + "|" + _LAUNCH_BOUNDS + r")\s*)*void\s*(?:(?:" + _ATTRIBUTE + "|" +
+    _LAUNCH_BOUNDS + r")\s*)*([A-Za-z_]\w*)\s*\(")
 _EXTERN_C_BLOCK_RE = re.compile(r'\bextern\s+"C"\s*\{')
 _TYPE_WORDS = {"void", "bool", "char", "short", "int", "long", "float", "double", "signed", "unsigned",
                "const", "volatile", "__restrict__", "__restrict", "restrict", "size_t", "ptrdiff_t"}
@@ -38,12 +43,16 @@ class KernelDecl:
 
     ``param_names``/``param_types`` are the declared names and type spellings,
     used in error messages; the launcher takes the exact types from the compiled
-    library (see ``signature_of`` in cuda_emu.h).
+    library (see ``signature_of`` in cuda_emu.h). ``max_threads`` is the C++
+    expression of the kernel's ``__launch_bounds__`` (its first argument, the
+    most threads per block), or "" when it declares none; the compiled library
+    evaluates it (``gpucnn_emu_max_threads_<name>``).
     """
 
     name: str
     param_names: tuple[str, ...]
     param_types: tuple[str, ...]
+    max_threads: str = ""
 
 
 def dependencies(preprocessed: str) -> list[str]:
@@ -113,7 +122,8 @@ def rewrite_shared(preprocessed: str) -> str:
             counter += 1
             out.append(f" static unsigned long long __emu_seen_{counter};"
                        f" [[maybe_unused]] const bool __emu_poisoned_{counter} ="
-                       f" ::gpucnn_emu::on_shared_declared(__emu_seen_{counter}, (void*)&{name}, sizeof({name}));")
+                       f" ::gpucnn_emu::on_shared_declared(__emu_seen_{counter}, (void*)&{name}, sizeof({name}),"
+                       f' "__shared__ {name}");')
         return "".join(out)
 
     out, pos = [], 0
@@ -189,7 +199,9 @@ def find_kernels(preprocessed: str) -> list[KernelDecl]:
             types.append(ctype)
             names.append(name or f"arg{i}")
         name = head.group(1)
-        kernels[name] = KernelDecl(name, tuple(names), tuple(types))
+        bounds = _LAUNCH_BOUNDS_RE.search(preprocessed, decl_start, head.end())
+        max_threads = _split_top_level(bounds.group("args"))[0].strip() if bounds else ""
+        kernels[name] = KernelDecl(name, tuple(names), tuple(types), max_threads)
     return list(kernels.values())
 
 
@@ -198,7 +210,8 @@ def launch_wrappers(kernels: list[KernelDecl]) -> str:
 
     ``gpucnn_emu_launch_<name>(config, args, error, error_len)`` runs the grid
     and returns 0, or non-zero with the message copied into ``error``;
-    ``gpucnn_emu_signature_<name>()`` returns the parameter type codes.
+    ``gpucnn_emu_signature_<name>()`` returns the parameter type codes;
+    ``gpucnn_emu_max_threads_<name>()`` the ``__launch_bounds__`` limit (0: none).
     """
     lines = ['\n# 1 "<gpucnn emulator: generated launch wrappers>"']
     for k in kernels:
@@ -209,11 +222,19 @@ def launch_wrappers(kernels: list[KernelDecl]) -> str:
         lines.append(
             f'extern "C" __attribute__((visibility("default"))) const char* gpucnn_emu_signature_{k.name}(void)'
             f" {{ return ::gpucnn_emu::signature_of(&{k.name}); }}")
+        lines.append(
+            f'extern "C" __attribute__((visibility("default"))) int gpucnn_emu_max_threads_{k.name}(void)'
+            f" {{ return {f'(int)({k.max_threads})' if k.max_threads else '0'}; }}")
     return "\n".join(lines) + "\n"
+
+
+def _blank_keeping_lines(match: re.Match) -> str:
+    """What replaces a removed construct: its newlines, so line numbers stay right."""
+    return " " + "\n" * match.group().count("\n")
 
 
 def translate(preprocessed: str) -> tuple[str, list[KernelDecl]]:
     """The compilable translation unit for a preprocessed source, and its kernels."""
     kernels = find_kernels(preprocessed)
-    text = rewrite_shared(preprocessed).replace(GLOBAL_MARKER, "")
+    text = _LAUNCH_BOUNDS_RE.sub(_blank_keeping_lines, rewrite_shared(preprocessed)).replace(GLOBAL_MARKER, "")
     return text + launch_wrappers(kernels), kernels
