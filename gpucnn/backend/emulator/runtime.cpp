@@ -640,22 +640,22 @@ static int run_grid_fibers(const LaunchConfig* cfg, void (*thunk)(void*), void* 
 #if GPUCNN_EMU_RACECHECK
 namespace racecheck {
 
+// 16 bytes, so that a word's shadow is one 64-byte cache line.
 struct Access {
-  uint64_t interval;    // barrier interval of the access; 0: none
+  uint32_t interval;    // barrier interval of the access; 0: none
+  int32_t pc;           // return address of the hook (just after the access), relative to pc_origin()
   uint32_t warp_syncs;  // warp functions completed by the thread's warp before the access
   uint16_t thread;      // linear thread index in the block
-  bool atomic;
-  const void* pc;  // return address of the hook: just after the access in the kernel code
+  uint16_t atomic;
 };
 
 // One 4-byte word of tracked shared memory. Each kind of access keeps the
 // latest one of the current interval by the current thread and the latest by
 // another thread: a later access by any thread conflicts with one of the two
 // if with any. (Two writers in one interval are possible: atomics.)
-struct Word {
+struct alignas(64) Word {
   Access writes[2];
   Access reads[2];
-  bool tracked;  // the word belongs to a __shared__ variable or the dynamic buffer
 };
 
 // A tracked range, for naming the variable of a racy word.
@@ -667,16 +667,25 @@ struct Named {
 
 // Interval 1 is the first block's; begin_block and every barrier release start
 // a new one, so accesses of different blocks never share an interval.
-static uint64_t interval = 1;
+static uint32_t interval = 1;
 static uint32_t warp_syncs[kMaxThreadsPerBlock / 32];
 // Words of [lo, hi): the smallest box holding every tracked range (all of them
-// in the module's .bss, a few hundred KiB at most).
+// in the module's .bss, a few hundred KiB at most); tracked[w]: word w belongs
+// to a __shared__ variable or the dynamic buffer.
 static uintptr_t lo = 0, hi = 0;
 static Word* words = nullptr;
+static bool* tracked = nullptr;
 static Named variables[256];
 static int variable_count = 0;
 
-void new_interval() { ++interval; }
+static uintptr_t pc_origin() { return reinterpret_cast<uintptr_t>(&new_interval); }
+
+void new_interval() {
+  if (__builtin_expect(++interval == 0, 0)) {  // after 2^32 intervals: forget them all, start over
+    std::memset(static_cast<void*>(words), 0, (hi - lo) / 4 * sizeof(Word));
+    interval = 1;
+  }
+}
 void warp_synchronised(unsigned warp) { ++warp_syncs[warp]; }
 
 static void track(const void* p, size_t n, const char* name) {
@@ -688,18 +697,26 @@ static void track(const void* p, size_t n, const char* name) {
   const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + n + 3) & ~uintptr_t(3);
   if (a < lo || b > hi || !words) {
     const uintptr_t new_lo = words ? (a < lo ? a : lo) : a, new_hi = words ? (b > hi ? b : hi) : b;
-    Word* grown = static_cast<Word*>(std::calloc((new_hi - new_lo) / 4, sizeof(Word)));
-    if (!grown) {
+    const size_t count = (new_hi - new_lo) / 4;
+    Word* grown = static_cast<Word*>(std::aligned_alloc(alignof(Word), count * sizeof(Word)));
+    bool* grown_tracked = static_cast<bool*>(std::calloc(count, 1));
+    if (!grown || !grown_tracked) {
       std::fprintf(stderr, "gpucnn emulator: out of memory for the race checker's shadow words\n");
       std::abort();
     }
-    if (words) std::memcpy(grown + (lo - new_lo) / 4, words, (hi - lo) / 4 * sizeof(Word));
+    std::memset(static_cast<void*>(grown), 0, count * sizeof(Word));
+    if (words) {
+      std::memcpy(static_cast<void*>(grown + (lo - new_lo) / 4), words, (hi - lo) / 4 * sizeof(Word));
+      std::memcpy(grown_tracked + (lo - new_lo) / 4, tracked, (hi - lo) / 4);
+    }
     std::free(words);
+    std::free(tracked);
     words = grown;
+    tracked = grown_tracked;
     lo = new_lo;
     hi = new_hi;
   }
-  for (uintptr_t w = (a - lo) / 4; w < (b - lo) / 4; ++w) words[w].tracked = true;
+  for (uintptr_t w = (a - lo) / 4; w < (b - lo) / 4; ++w) tracked[w] = true;
 }
 
 static bool conflict(const Access& before, const Access& now) {
@@ -708,10 +725,12 @@ static bool conflict(const Access& before, const Access& now) {
 }
 
 // "@pc[0x1a2b]": the access's address inside the module, for launcher.py to symbolize.
-static Text code_address(const void* pc) {
+static Text code_address(int32_t relative_pc) {
+  const uintptr_t pc = pc_origin() + relative_pc;
   Dl_info info;
-  uintptr_t offset = reinterpret_cast<uintptr_t>(pc);
-  if (dladdr(pc, &info) && info.dli_fbase) offset -= reinterpret_cast<uintptr_t>(info.dli_fbase);
+  uintptr_t offset = pc;
+  if (dladdr(reinterpret_cast<void*>(pc), &info) && info.dli_fbase)
+    offset -= reinterpret_cast<uintptr_t>(info.dli_fbase);
   char b[40];
   std::snprintf(b, sizeof b, "@pc[0x%lx]", static_cast<unsigned long>(offset - 1));  // -1: inside the call
   return Text(b);
@@ -746,11 +765,12 @@ __attribute__((noinline)) static void check_slow(uintptr_t a, unsigned size, boo
                                                  const void* pc) {
   if (!in_launch) return;
   const unsigned thread = current_thread();
-  const Access now{interval, warp_syncs[thread / 32], static_cast<uint16_t>(thread), atomic, pc};
+  const Access now{interval, static_cast<int32_t>(reinterpret_cast<uintptr_t>(pc) - pc_origin()),
+                   warp_syncs[thread / 32], static_cast<uint16_t>(thread), atomic};
   const uintptr_t last = a + size - 1 < hi ? a + size - 1 : hi - 1;
   for (uintptr_t w = (a - lo) / 4; w <= (last - lo) / 4; ++w) {
+    if (!tracked[w]) continue;
     Word& word = words[w];
-    if (!word.tracked) continue;
     const uintptr_t address = lo + w * 4;
     for (const Access& w : word.writes)
       if (conflict(w, now)) report(write ? "write after write" : "read after write", w, true, now, write, address);
@@ -758,9 +778,12 @@ __attribute__((noinline)) static void check_slow(uintptr_t a, unsigned size, boo
       for (const Access& r : word.reads)
         if (conflict(r, now)) report("write after read", r, false, now, true, address);
     Access* slots = write ? word.writes : word.reads;
-    // Slot 0 unless it holds another thread's access of this interval.
-    Access* slot = &slots[slots[0].interval == interval && slots[0].thread != thread];
-    *slot = now;
+    // Slot 0 unless it holds another thread's access of this interval; left
+    // as it is when it holds an access that differs from this one only in pc.
+    Access& slot = slots[slots[0].interval == interval && slots[0].thread != thread];
+    if (slot.interval != now.interval || slot.thread != now.thread || slot.warp_syncs != now.warp_syncs ||
+        slot.atomic != now.atomic)
+      slot = now;
   }
 }
 
