@@ -641,12 +641,16 @@ static int run_grid_fibers(const LaunchConfig* cfg, void (*thunk)(void*), void* 
 namespace racecheck {
 
 // 16 bytes, so that a word's shadow is one 64-byte cache line.
+// Four 32-bit fields, written one by one: building an Access on the stack and
+// copying it would stall on store forwarding, in the hottest line of the checker.
 struct Access {
   uint32_t interval;    // barrier interval of the access; 0: none
   int32_t pc;           // return address of the hook (just after the access), relative to pc_origin()
   uint32_t warp_syncs;  // warp functions completed by the thread's warp before the access
-  uint16_t thread;      // linear thread index in the block
-  uint16_t atomic;
+  uint32_t who;         // linear thread index in the block | kAtomic
+  static constexpr uint32_t kAtomic = 1u << 16;
+  unsigned thread() const { return who & 0xffffu; }
+  bool atomic() const { return who & kAtomic; }
 };
 
 // One 4-byte word of tracked shared memory. Each kind of access keeps the
@@ -719,9 +723,9 @@ static void track(const void* p, size_t n, const char* name) {
   for (uintptr_t w = (a - lo) / 4; w < (b - lo) / 4; ++w) tracked[w] = true;
 }
 
-static bool conflict(const Access& before, const Access& now) {
-  return before.interval == now.interval && before.thread != now.thread && !(before.atomic && now.atomic) &&
-         !(before.thread / 32 == now.thread / 32 && before.warp_syncs != now.warp_syncs);
+static inline bool conflict(const Access& before, const Access& now) {
+  return before.interval == now.interval && before.thread() != now.thread() && !(before.atomic() && now.atomic()) &&
+         !(before.thread() / 32 == now.thread() / 32 && before.warp_syncs != now.warp_syncs);
 }
 
 // "@pc[0x1a2b]": the access's address inside the module, for launcher.py to symbolize.
@@ -748,14 +752,15 @@ static Text word_name(uintptr_t address) {
 }
 
 static Text access_name(const Access& a, bool write) {
-  return Text(a.atomic ? "atomic " : "") + (write ? "write" : "read");
+  return Text(a.atomic() ? "atomic " : "") + (write ? "write" : "read");
 }
 
 [[noreturn]] static void report(const char* kind, const Access& before, bool before_write, const Access& now,
                                 bool now_write, uintptr_t address) {
-  set_error(Text("shared-memory race (") + kind + ", no barrier between): " + thread_name(now.thread) + " " +
-            access_name(now, now_write) + " at " + code_address(now.pc) + " " + word_name(address) + ", which " + thread_name(before.thread) + " " + (before_write ? "wrote" : "read") +
-            (before.atomic ? " atomically" : "") + " at " + code_address(before.pc) +
+  set_error(Text("shared-memory race (") + kind + ", no barrier between): " + thread_name(now.thread()) + " " +
+            access_name(now, now_write) + " at " + code_address(now.pc) + " " + word_name(address) + ", which " +
+            thread_name(before.thread()) + " " + (before_write ? "wrote" : "read") +
+            (before.atomic() ? " atomically" : "") + " at " + code_address(before.pc) +
             " in the same barrier interval");
   abort_launch(kLaunchRace);
 }
@@ -766,7 +771,7 @@ __attribute__((noinline)) static void check_slow(uintptr_t a, unsigned size, boo
   if (!in_launch) return;
   const unsigned thread = current_thread();
   const Access now{interval, static_cast<int32_t>(reinterpret_cast<uintptr_t>(pc) - pc_origin()),
-                   warp_syncs[thread / 32], static_cast<uint16_t>(thread), atomic};
+                   warp_syncs[thread / 32], thread | (atomic ? Access::kAtomic : 0u)};
   const uintptr_t last = a + size - 1 < hi ? a + size - 1 : hi - 1;
   for (uintptr_t w = (a - lo) / 4; w <= (last - lo) / 4; ++w) {
     if (!tracked[w]) continue;
@@ -780,10 +785,13 @@ __attribute__((noinline)) static void check_slow(uintptr_t a, unsigned size, boo
     Access* slots = write ? word.writes : word.reads;
     // Slot 0 unless it holds another thread's access of this interval; left
     // as it is when it holds an access that differs from this one only in pc.
-    Access& slot = slots[slots[0].interval == interval && slots[0].thread != thread];
-    if (slot.interval != now.interval || slot.thread != now.thread || slot.warp_syncs != now.warp_syncs ||
-        slot.atomic != now.atomic)
-      slot = now;
+    Access& slot = slots[slots[0].interval == interval && slots[0].thread() != thread];
+    if (slot.interval != now.interval || slot.who != now.who || slot.warp_syncs != now.warp_syncs) {
+      slot.interval = now.interval;
+      slot.pc = now.pc;
+      slot.warp_syncs = now.warp_syncs;
+      slot.who = now.who;
+    }
   }
 }
 
