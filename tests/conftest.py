@@ -3,8 +3,14 @@
 ``cpu`` always runs; ``cuda-emu`` runs wherever a C++ compiler is present (so
 CI executes every kernel source); ``cuda`` runs only where CuPy sees a GPU and
 is skipped, never removed, elsewhere.
+
+Every emulated kernel of the suite runs race-checked: a shared-memory race in
+any of our kernels (ragged/guard tests, layers, ops, Grad-CAM, ...) fails the
+test that launched it, naming both source lines. Export GPUCNN_EMU_RACECHECK=0
+to run the suite without the checker.
 """
 
+import os
 import shutil
 
 import numpy as np
@@ -14,6 +20,9 @@ import gpucnn as gc
 from gpucnn.backend import cuda_is_available
 
 ALL_BACKENDS = ("cpu", "cuda-emu", "cuda")
+
+# Set before any test loads a module (load_module reads it); child processes inherit it.
+os.environ.setdefault("GPUCNN_EMU_RACECHECK", "1")
 
 
 def backend_unavailable_reason(name):

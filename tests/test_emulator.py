@@ -2,8 +2,9 @@
 
 It must run correct kernels correctly (against NumPy), and make every kernel bug
 it promises to catch fail loudly, naming the source line: divergent barriers,
-deadlocks, reads of unwritten shared memory (NaN), wrongly typed arguments,
-out-of-bounds accesses (AddressSanitizer build), compile errors.
+deadlocks, reads of unwritten shared memory (NaN), shared-memory races (race-
+checking build, both lines), launches beyond ``__launch_bounds__``, wrongly
+typed arguments, out-of-bounds accesses (AddressSanitizer build), compile errors.
 """
 
 import os
@@ -19,7 +20,8 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CUDA emulator")
 
 from gpucnn.backend.emulator import (  # noqa: E402
-    EmulatorCompileError, EmulatorError, EmulatorLaunchError, asan_environment, clear_process_cache, load_module)
+    EmulatorCompileError, EmulatorError, EmulatorLaunchError, SharedMemoryRaceError, asan_environment,
+    clear_process_cache, load_module)
 
 KERNELS = Path(__file__).with_name("emulator_kernels")
 
@@ -294,6 +296,169 @@ def test_atomics_accumulate(warp_module, rng):
     np.testing.assert_array_equal(counts, expected)
     np.testing.assert_array_equal(sums, expected * 0.5)
     assert maximum[0] == v.max()
+
+
+# --- shared-memory races (race-checking build) --------------------------------------
+
+RACES = KERNELS / "races.cu"
+
+
+@pytest.fixture(scope="module")
+def races_module():
+    return load_module(RACES, racecheck=True)
+
+
+def neighbour_sum_rows(x, threads):
+    """What double_buffer computes: per thread t, the sum over rows of row[(t + 1) % threads]."""
+    return np.roll(x.reshape(-1, threads), -1, axis=1).sum(axis=0)
+
+
+# kernel, extra arguments, threads per block, the kind of race, the tags of (racing access, earlier access).
+# Threads run in index order, so thread 1 is the second party and thread 0 (or the
+# last thread, for a read of the left neighbour across warps) the first.
+RACY = [
+    ("raw_missing_barrier", (), 64, "read after write", ("raw-read", "raw-write"), (1, 0)),
+    ("war_missing_barrier", (), 64, "write after read", ("war-write", "war-read"), (1, 0)),
+    ("double_buffer_early_flip", (np.int32(3),), 64, "write after read", ("flip-write", "flip-read"), (1, 0)),
+    ("warp_exchange", (np.int32(0),), 64, "write after read", ("warp-write", "warp-read"), (1, 0)),
+    ("syncwarp_across_warps", (), 64, "read after write", ("cross-read", "cross-write"), (0, 63)),
+    ("shared_counter", (np.int32(1),), 64, "write after write", ("counter-plain", "counter-atomic"), (63, 0)),
+]
+
+
+def race_arguments(name, extra, threads):
+    dtype = np.int32 if name in ("warp_exchange", "syncwarp_across_warps", "shared_counter") else np.float32
+    rows = int(extra[0]) if name.startswith("double_buffer") else 1
+    x = np.arange(1, rows * threads + 1).astype(dtype)
+    return (x, np.zeros(threads, dtype)) + extra
+
+
+@pytest.mark.parametrize("name, extra, threads, kind, tags, parties", RACY, ids=[r[0] for r in RACY])
+def test_race_is_reported_with_both_lines_and_threads(races_module, name, extra, threads, kind, tags, parties):
+    with pytest.raises(SharedMemoryRaceError) as info:
+        races_module.get_function(name)(1, threads, race_arguments(name, extra, threads))
+    message = str(info.value)
+    assert f"kernel '{name}'" in message and kind in message, message
+    now, before = (f"{RACES}:{line_of(RACES, tag)}" for tag in tags)
+    assert message.index(now) < message.index(before), message  # the racing access first, then the earlier one
+    assert f"thread {parties[0]} (threadIdx {parties[0]},0,0)" in message, message
+    assert f"thread {parties[1]} (threadIdx {parties[1]},0,0)" in message, message
+
+
+def test_race_in_dynamic_shared_memory_and_plain_loop_kernels(races_module):
+    kernel = races_module.get_function("dynamic_raw_missing_barrier")
+    assert not kernel.needs_fibers  # no barrier at all: the plain loop is checked too
+    with pytest.raises(SharedMemoryRaceError) as info:
+        kernel(1, 32, (np.ones(32), np.zeros(32)), shared_mem=32 * 8)
+    message = str(info.value)
+    assert "byte 0 of dynamic shared memory" in message
+    assert f"{RACES}:{line_of(RACES, 'dyn-read')}" in message and f"{RACES}:{line_of(RACES, 'dyn-write')}" in message
+
+
+def test_static_shared_variable_is_named(races_module):
+    with pytest.raises(SharedMemoryRaceError, match=r"byte 4 of __shared__ tile \(1024 bytes\)"):
+        races_module.get_function("war_missing_barrier")(1, 64, race_arguments("war_missing_barrier", (), 64))
+
+
+def test_correct_twins_run_clean_and_right(races_module):
+    threads, blocks = 64, 2
+    x = np.arange(1, threads * blocks + 1, dtype=np.float32)
+    out = np.zeros_like(x)
+    races_module.get_function("raw_with_barrier")(blocks, threads, (x, out))
+    # Two blocks: accesses of different blocks to the same shared word are no race either.
+    np.testing.assert_array_equal(out.reshape(blocks, threads), np.roll(x.reshape(blocks, threads), 1, axis=1))
+    races_module.get_function("war_with_barrier")(1, threads, (x, out))
+    np.testing.assert_array_equal(out[:threads], 2 * np.roll(x[:threads], -1))
+    rows = np.random.default_rng(5).standard_normal((5, threads)).astype(np.float32)
+    races_module.get_function("double_buffer")(1, threads, (rows.ravel(), out, np.int32(5)))
+    np.testing.assert_allclose(out[:threads], neighbour_sum_rows(rows.astype(np.float64), threads), rtol=1e-5)
+
+
+@pytest.mark.parametrize("sync", [1, 2], ids=["syncwarp", "shuffle"])
+def test_warp_synchronous_exchange_is_no_race(races_module, sync):
+    x = np.arange(64, dtype=np.int32) * 3
+    out = np.zeros(64, np.int32)
+    races_module.get_function("warp_exchange")(1, 64, (x, out, np.int32(sync)))
+    np.testing.assert_array_equal(out, np.roll(x.reshape(2, 32), -1, axis=1).ravel())
+
+
+def test_atomics_on_a_shared_word_are_no_race(races_module):
+    x = np.array([1, -2, 3, 0] * 16, np.int32)
+    out = np.zeros(64, np.int32)
+    races_module.get_function("shared_counter")(1, 64, (x, out, np.int32(0)))
+    np.testing.assert_array_equal(out, np.count_nonzero(x > 0))
+
+
+def test_without_race_checking_the_same_race_goes_unseen():
+    # The blind spot the checker closes: threads run one after another, so the
+    # racy kernel even gives the answer of the correct one.
+    module = load_module(RACES, racecheck=False)
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    module.get_function("raw_missing_barrier")(1, 64, (x, out))
+    np.testing.assert_array_equal(out[1:], x[:-1])
+
+
+def test_race_checking_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "1")
+    assert load_module(RACES).racecheck
+    assert not load_module(RACES, racecheck=False).racecheck
+    monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "0")
+    assert not load_module(RACES).racecheck
+    with pytest.raises(ValueError, match="cannot be combined"):
+        load_module(RACES, sanitize=True, racecheck=True)
+
+
+def test_the_suite_runs_our_kernels_race_checked():
+    # tests/conftest.py turns race checking on for the whole suite (unless
+    # GPUCNN_EMU_RACECHECK is set otherwise): the cuda-emu backend's modules
+    # must be race-checking builds, or the ragged/guard tests check nothing.
+    if os.environ.get("GPUCNN_EMU_RACECHECK") != "1":
+        pytest.skip("GPUCNN_EMU_RACECHECK is set to something else than 1 for this run")
+    import gpucnn as gc
+    kernel = gc.get_backend("cuda-emu").function("pooling.cu", "max_pool2d_forward_f32")
+    assert kernel.module.racecheck
+
+
+# --- __launch_bounds__ ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bounds_module():
+    return load_module(KERNELS / "bounds.cu")
+
+
+@pytest.mark.parametrize("name, bound", [("bounded_64", 64), ("bounded_128", 128), ("bounded_96", 96),
+                                         ("unbounded", 0)])
+def test_launch_bounds_are_read_and_enforced(bounds_module, name, bound):
+    kernel = bounds_module.get_function(name)
+    assert kernel.max_threads == bound
+    limit = bound or 1024
+    out = np.full(2 * limit, -1, np.int32)
+    kernel(2, limit, (out,))  # at the bound: runs
+    np.testing.assert_array_equal(out, np.tile(np.arange(limit), 2))
+    if bound:
+        block = (bound // 8 + 1, 8)  # a 2-D block one row of 8 over the bound
+        with pytest.raises(EmulatorLaunchError) as info:
+            kernel(1, block, (np.zeros(2 * bound, np.int32),))
+        message = str(info.value)
+        assert f"kernel '{name}'" in message and f"__launch_bounds__({bound})" in message
+        assert f"block ({block[0]}, 8, 1) = {block[0] * 8} threads" in message
+
+
+def test_our_kernels_declare_the_bounds_the_emulator_enforces():
+    # Independent of source.py: the first argument of each __launch_bounds__ in the text.
+    import re
+    kernels_dir = Path(__file__).resolve().parents[1] / "kernels"
+    checked = 0
+    for source in sorted(kernels_dir.glob("*.cu")):
+        declared = dict((name, int(n)) for n, name in re.findall(
+            r"__launch_bounds__\((\d+)\)\s*void\s+(\w+)\s*\(", source.read_text()))
+        module = load_module(source)
+        for name, bound in declared.items():
+            assert module.get_function(name).max_threads == bound, (source.name, name)
+            checked += 1
+    assert checked >= 12  # the igemm tiles of forward, backward-data and backward-filter
 
 
 # --- launch configuration and argument checks --------------------------------------

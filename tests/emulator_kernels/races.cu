@@ -3,14 +3,14 @@
 // source lines marked "<- line:NAME" of each race.
 
 // Read after write: every thread stores its element, then reads its left
-// neighbour's with no barrier between (the twin has one).
+// neighbour's (within the block) with no barrier between (the twin has one).
 template <bool kBarrier>
 __device__ void left_neighbour(const float* x, float* out) {
   __shared__ float tile[256];
-  const unsigned t = threadIdx.x;
-  tile[t] = x[t];  // <- line:raw-write
+  const unsigned t = threadIdx.x, offset = blockIdx.x * blockDim.x;
+  tile[t] = x[offset + t];  // <- line:raw-write
   if (kBarrier) __syncthreads();
-  out[t] = tile[(t + blockDim.x - 1) % blockDim.x];  // <- line:raw-read
+  out[offset + t] = tile[(t + blockDim.x - 1) % blockDim.x];  // <- line:raw-read
 }
 extern "C" __global__ void raw_missing_barrier(const float* x, float* out) { left_neighbour<false>(x, out); }
 extern "C" __global__ void raw_with_barrier(const float* x, float* out) { left_neighbour<true>(x, out); }
@@ -108,4 +108,12 @@ extern "C" __global__ void shared_counter(const int* x, int* out, int plain_rese
   if (plain_reset && threadIdx.x == blockDim.x - 1) count = 0;  // <- line:counter-plain
   __syncthreads();
   out[threadIdx.x] = count;
+}
+
+// Read after write in dynamic shared memory (as left_neighbour, no barrier).
+extern "C" __global__ void dynamic_raw_missing_barrier(const double* x, double* out) {
+  extern __shared__ double dyn[];
+  const unsigned t = threadIdx.x;
+  dyn[t] = x[t];  // <- line:dyn-write
+  out[t] = dyn[(t + blockDim.x - 1) % blockDim.x];  // <- line:dyn-read
 }
