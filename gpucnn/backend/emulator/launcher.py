@@ -32,8 +32,8 @@ class SharedMemoryRaceError(EmulatorLaunchError):
     writing (found by a race-checking build); the message names both source lines and threads."""
 
 
-# launch_grid's return values (LaunchStatus in runtime.cpp).
-_LAUNCH_FAILED, _LAUNCH_RACE = 1, 2
+# What launch_grid returns for a race (kLaunchRace in runtime.cpp; 0 is success, 1 any other failure).
+_LAUNCH_RACE = 2
 _CODE_ADDRESS_RE = re.compile(r"@pc\[(0x[0-9a-f]+)\]")
 
 
@@ -152,7 +152,7 @@ class Kernel:
     """
 
     def __init__(self, module: Module, name: str, launch_fn, params: tuple[Param, ...], needs_fibers: bool,
-                 max_threads: int = 0):
+                 max_threads: int):
         self.module = module
         self.name = name
         self.params = params
@@ -288,10 +288,11 @@ class Module:
     """A compiled ``.cu`` file: ``get_function(name)`` returns its kernels.
 
     ``compiled`` tells whether loading it ran the compiler (False: taken from
-    the on-disk cache).
+    the on-disk cache); ``sanitize`` and ``racecheck`` whether it is an
+    AddressSanitizer or a race-checking build.
     """
 
-    def __init__(self, source_path, built: BuiltLibrary, sanitize: bool, racecheck: bool = False):
+    def __init__(self, source_path, built: BuiltLibrary, sanitize: bool, racecheck: bool):
         self.source_path = source_path
         self.sanitize = sanitize
         self.racecheck = racecheck

@@ -8,6 +8,7 @@
 // to the scheduler. When every thread waits or has exited, the scheduler
 // completes the warp collectives whose lanes are all present, else releases a
 // block barrier that all live threads wait at, else reports what is stuck.
+// A race-checking build also holds the shared-memory race checker (below).
 
 #include "cuda_emu.h"
 
@@ -640,9 +641,9 @@ static int run_grid_fibers(const LaunchConfig* cfg, void (*thunk)(void*), void* 
 #if GPUCNN_EMU_RACECHECK
 namespace racecheck {
 
-// 16 bytes, so that a word's shadow is one 64-byte cache line.
-// Four 32-bit fields, written one by one: building an Access on the stack and
-// copying it would stall on store forwarding, in the hottest line of the checker.
+// 16 bytes, so that a word's shadow is one 64-byte cache line: four 32-bit
+// fields, stored one by one (copying a whole Access built on the stack stalls
+// on store forwarding, in the hottest line of the checker).
 struct Access {
   uint32_t interval;    // barrier interval of the access; 0: none
   int32_t pc;           // return address of the hook (just after the access), relative to pc_origin()
@@ -686,7 +687,7 @@ static uintptr_t pc_origin() { return reinterpret_cast<uintptr_t>(&new_interval)
 
 void new_interval() {
   if (__builtin_expect(++interval == 0, 0)) {  // after 2^32 intervals: forget them all, start over
-    std::memset(static_cast<void*>(words), 0, (hi - lo) / 4 * sizeof(Word));
+    if (words) std::memset(static_cast<void*>(words), 0, (hi - lo) / 4 * sizeof(Word));
     interval = 1;
   }
 }
@@ -777,11 +778,12 @@ __attribute__((noinline)) static void check_slow(uintptr_t a, unsigned size, boo
     if (!tracked[w]) continue;
     Word& word = words[w];
     const uintptr_t address = lo + w * 4;
-    for (const Access& w : word.writes)
-      if (conflict(w, now)) report(write ? "write after write" : "read after write", w, true, now, write, address);
+    for (const Access& earlier : word.writes)
+      if (conflict(earlier, now))
+        report(write ? "write after write" : "read after write", earlier, true, now, write, address);
     if (write)
-      for (const Access& r : word.reads)
-        if (conflict(r, now)) report("write after read", r, false, now, true, address);
+      for (const Access& earlier : word.reads)
+        if (conflict(earlier, now)) report("write after read", earlier, false, now, true, address);
     Access* slots = write ? word.writes : word.reads;
     // Slot 0 unless it holds another thread's access of this interval; left
     // as it is when it holds an access that differs from this one only in pc.
