@@ -122,6 +122,7 @@ def test_junit_counts_read_pytest_reports(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not cuda_is_available(), reason="no CUDA GPU on this machine")
 def test_bench_reference_names_its_tf32_setting():
     """The two bench checks differ only in the reference's TF32; its greeting must say which ran."""
     from gpucnn.bench.reference import ReferenceProcess
