@@ -13,8 +13,8 @@ gpucnn.selftest``); about five minutes on one GPU. Its checks, in order:
 - ``gpu_tests``: ``pytest -m gpu`` in a subprocess, where the tests folder is
   there (a source checkout); skipped, with the reason, where it is not.
 - ``training``: 3 epochs of the default digits recipe on the backend and on
-  ``cpu`` from the same seed; the loss curves must agree to 1e-4 relative.
-  It runs in float64: in float32 the two summation orders' rounding grows
+  ``cpu`` from the same seed; the loss curves must agree to 1e-9 relative
+  (the issue asks for 1e-4; see ``TRAINING_TOLERANCE``). It runs in float64: in float32 the two summation orders' rounding grows
   through training (measured on cuda-emu against cpu: 1e-3 relative after one
   epoch, with single steps agreeing to 3e-7), so only float64 can show that the
   two backends train the same model; the float32 kernels are checked op by op
@@ -61,7 +61,10 @@ REFERENCE_BACKEND = "cpu"
 EMULATED_BATCH = 2
 TRAINING = {"model": "small", "epochs": 3, "batch_size": 32, "lr": 2e-3, "shift": 1, "seed": 0,
             "dtype": "float64"}
-TRAINING_TOLERANCE = 1e-4      # relative, per epoch's mean loss (the issue's bar)
+# Relative, per epoch's mean loss. The issue asks for 1e-4; in float64 the backends agree
+# to ~1e-16 (measured 1.8e-16 after 3 epochs, cuda-emu against cpu), and a 1% error in one
+# element of one weight gradient moves the curve by only ~1e-6 in six steps: 1e-9 catches it.
+TRAINING_TOLERANCE = 1e-9
 # On the emulator (and the CPU reference, which float64 makes the slower side) the
 # training uses the first this many training images, to stay well inside CI's minutes.
 EMULATED_TRAIN_SAMPLES = 480

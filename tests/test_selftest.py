@@ -133,3 +133,53 @@ def test_bench_reference_names_its_tf32_setting():
     for tf32, word in ((False, "TF32 off"), (True, "TF32 on")):
         with ReferenceProcess("cuda", "torch", tf32=tf32) as ref:
             assert word in ref.info["reference"]
+
+
+def _perturbed(monkeypatch, backend, method, change):
+    """Make ``backend.method`` return its right result changed in place by ``change(result)``."""
+    right = getattr(backend, method)
+
+    def wrong(*args, **kwargs):
+        result = right(*args, **kwargs)
+        change(result)
+        return result
+
+    monkeypatch.setattr(backend, method, wrong)
+
+
+@needs_gxx
+def test_the_training_check_fails_when_a_gradient_is_wrong(monkeypatch):
+    from gpucnn.datasets import load_digits
+
+    emu = gc.get_backend("cuda-emu")
+    data = load_digits()
+    monkeypatch.setattr(selftest, "EMULATED_TRAIN_SAMPLES", 64)  # 2 batches per epoch: seconds, not minutes
+    record, _ = selftest.check_training(emu, data)
+    assert record["status"] == "passed", record["summary"]
+
+    def one_wrong_tap(dw):
+        dw.reshape(-1)[0] += 0.01 * float(np.abs(dw).max())
+
+    _perturbed(monkeypatch, emu, "conv2d_backward_filter", one_wrong_tap)
+    record, _ = selftest.check_training(emu, data)
+    assert record["status"] == "failed"
+    assert record["figure"]["value"] > record["figure"]["limit"]
+
+
+@needs_gxx
+def test_the_gradcam_check_fails_when_a_feature_map_is_wrong(monkeypatch):
+    from gpucnn.datasets import load_digits
+    from gpucnn.models import build_model
+
+    emu = gc.get_backend("cuda-emu")
+    data = load_digits()
+    weights = build_model(selftest.TRAINING["model"], 1, 10, (8, 8), rng=3).state_arrays()
+    assert selftest.check_gradcam(emu, data, weights)["status"] == "passed"
+
+    def one_channel_off(y):
+        y[:, 0] *= 1.5
+
+    _perturbed(monkeypatch, emu, "conv2d_forward", one_channel_off)
+    record = selftest.check_gradcam(emu, data, weights)
+    assert record["status"] == "failed"
+    assert record["figure"]["value"] > record["figure"]["limit"]
