@@ -59,7 +59,8 @@ BACKENDS = ("cuda", "cuda-emu")
 REFERENCE_BACKEND = "cpu"
 
 # The emulator runs kernels on the CPU, far slower than a GPU: it checks the standard
-# workload's shapes at this batch (every tile choice, split-K and ragged edge stays).
+# workload's shapes at this batch (the rule may then pick other tiles than at full
+# batch; the forced passes still run every tile).
 EMULATED_BATCH = 2
 TRAINING = {"model": "small", "epochs": 3, "batch_size": 32, "lr": 2e-3, "shift": 1, "seed": 0,
             "dtype": "float64"}
