@@ -34,6 +34,7 @@ SHAPES_TRAIN, SHAPES_TEST, SHAPES_SIZE = 2000, 500, 32
 EXTERNAL_COMMANDS = {
     "gradcam": ("gpucnn.cam_cli", "Grad-CAM heat maps of a trained model"),
     "bench": ("gpucnn.bench.cli", "time kernels and training against references"),
+    "selftest": ("gpucnn.selftest", "check kernels, training and Grad-CAM on a GPU against the CPU"),
 }
 
 

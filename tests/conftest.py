@@ -34,9 +34,10 @@ def backend_unavailable_reason(name):
     return None
 
 
-@pytest.fixture(params=ALL_BACKENDS)
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.gpu) if name == "cuda" else name
+                        for name in ALL_BACKENDS])
 def backend(request):
-    """A backend object; the test runs once per backend in ALL_BACKENDS."""
+    """A backend object; the test runs once per backend in ALL_BACKENDS (``-m gpu`` selects the cuda runs)."""
     reason = backend_unavailable_reason(request.param)
     if reason:
         pytest.skip(reason)

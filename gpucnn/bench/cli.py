@@ -39,6 +39,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reference", choices=LIBRARIES + ("none",), default="auto",
                         help="what to compare against: PyTorch (auto: when importable), the NumPy "
                              "im2col+matmul baseline, or nothing")
+    parser.add_argument("--reference-tf32", action="store_true",
+                        help="on a GPU, leave PyTorch's default TF32 convolutions on (default: off, "
+                             "FP32 against our FP32 kernels)")
     parser.add_argument("--repeats", type=int, default=None, help="samples per side and round")
     parser.add_argument("--rounds", type=int, default=None, help="alternations ours/reference")
     parser.add_argument("--min-sample-ms", type=float, default=None,
@@ -190,7 +193,8 @@ def _run_backends(args, backends, cases, models, settings, train_batch):
         # Before the reference starts: the bandwidth test wants quiet cores.
         peak = peak_for(backend.name, threads=args.threads)
         device = "cuda" if backend.name == "cuda" else "cpu"
-        ref = None if args.reference == "none" else ReferenceProcess(device, args.reference, args.threads)
+        ref = None if args.reference == "none" else ReferenceProcess(device, args.reference, args.threads,
+                                                                     args.reference_tf32)
         try:
             _warm_up(backend, cases)  # overlaps the reference's imports
             info = None if ref is None else ref.info

@@ -49,17 +49,19 @@ TIMING_FIELDS = ("repeats", "warmup", "calls", "min_sample_s")
 class TorchKernels:
     """The seven ops as ATen calls: exactly what PyTorch's autograd runs for them."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, tf32: bool = False):
         import torch
-        self.torch, self.device = torch, device
+        self.torch, self.device, self.tf32 = torch, device, tf32
         if device == "cuda":
             if not torch.cuda.is_available():
                 raise RuntimeError("reference: PyTorch sees no CUDA device")
-            # cuDNN picks its fastest algorithm per shape during warm-up; TF32 would
-            # compare 10-bit-mantissa math against our FP32 kernels, so it is off.
+            # cuDNN picks its fastest algorithm per shape during warm-up. TF32 would
+            # compare 10-bit-mantissa math against our FP32 kernels, so it is off unless
+            # ``tf32`` asks for PyTorch's defaults (TF32 convolutions), what its users get.
             torch.backends.cudnn.benchmark = True
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
+            if not tf32:
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
             self.clock = torch_cuda_clock()
         else:
             self.clock = WallClock()
@@ -68,7 +70,8 @@ class TorchKernels:
     def describe(self) -> dict:
         torch = self.torch
         if self.device == "cuda":
-            name = (f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} "
+            tf32 = "on" if torch.backends.cudnn.allow_tf32 else "off"
+            name = (f"torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} (TF32 {tf32}) "
                     f"on {torch.cuda.get_device_name()}")
         else:
             name = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
@@ -141,7 +144,7 @@ class NumpyKernels:
         return bind_op(baseline, op, a, g), self.ALGORITHMS.get(op, "numpy window views")
 
 
-def _kernels(library: str, device: str):
+def _kernels(library: str, device: str, tf32: bool = False):
     if library in ("auto", "torch"):
         try:
             import torch  # noqa: F401
@@ -149,18 +152,19 @@ def _kernels(library: str, device: str):
             if library == "torch":
                 raise
         else:
-            return TorchKernels(device)
+            return TorchKernels(device, tf32)
     return NumpyKernels(device)
 
 
-def serve(library: str, device: str, requests, reply, threads: int | None = None) -> None:
+def serve(library: str, device: str, requests, reply, threads: int | None = None, tf32: bool = False) -> None:
     """Answer ``requests`` (an iterable of JSON lines) through ``reply(dict)`` until "quit".
 
-    ``threads`` limits the worker's thread pools (see ``timing.limit_threads``).
+    ``threads`` limits the worker's thread pools (see ``timing.limit_threads``);
+    ``tf32`` keeps PyTorch's default TF32 convolutions on a GPU (else FP32).
     """
     with contextlib.ExitStack() as stack:
         try:
-            kernels = _kernels(library, device)
+            kernels = _kernels(library, device, tf32)
             limited = None if threads is None else stack.enter_context(limit_threads(threads))
         except Exception as err:  # no torch, no GPU: the client reports it
             reply({"error": f"{type(err).__name__}: {err}"})
@@ -205,6 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--library", choices=LIBRARIES, default="auto")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="limit the thread pools to this many")
+    parser.add_argument("--tf32", action="store_true", help="keep PyTorch's default TF32 on a GPU (else off)")
     args = parser.parse_args(argv)
     # The protocol owns the original stdout; whatever a library prints goes to stderr.
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -214,7 +219,7 @@ def main(argv=None) -> int:
         protocol.write(json.dumps(message) + "\n")
         protocol.flush()
 
-    serve(args.library, args.device, sys.stdin, reply, args.threads)
+    serve(args.library, args.device, sys.stdin, reply, args.threads, args.tf32)
     return 0
 
 
@@ -229,13 +234,14 @@ class ReferenceProcess:
     context manager, or call ``close()``.
     """
 
-    def __init__(self, device: str = "cpu", library: str = "auto", threads: int | None = None):
+    def __init__(self, device: str = "cpu", library: str = "auto", threads: int | None = None,
+                 tf32: bool = False):
         if library not in LIBRARIES:
             raise ValueError(f"bench: unknown reference library {library!r}; known: {', '.join(LIBRARIES)}")
         self.device, self.library = device, library
-        limit = [] if threads is None else ["--threads", str(threads)]
+        options = ([] if threads is None else ["--threads", str(threads)]) + (["--tf32"] if tf32 else [])
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucnn.bench.reference", "--library", library, "--device", device, *limit],
+            [sys.executable, "-m", "gpucnn.bench.reference", "--library", library, "--device", device, *options],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self._info = None
 
