@@ -186,6 +186,8 @@ def run_train(args) -> int:
                            f"(the default is {DEFAULT_LR:g})")
     if shift < 0:
         raise CommandError(f"--shift must be >= 0 pixels, got {shift}")
+    if not 0 <= args.validation_split < 1:
+        raise CommandError(f"--validation-split must lie in [0, 1), got {args.validation_split}")
     if args.early_stopping is not None:
         if args.early_stopping < 0:
             raise CommandError(f"--early-stopping PATIENCE must be >= 0 epochs, got {args.early_stopping}")

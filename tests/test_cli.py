@@ -306,6 +306,8 @@ def test_error_exits_through_a_subprocess(trained):
     (("train", "--shift", "100"), ("--shift 100", "8x8")),
     (("train", "--shift", "-1"), ("--shift must be >= 0",)),
     (("train", "--resume", "--epochs", "0"), ("--epochs (0)",)),
+    (("train", "--validation-split", "1.5"), ("--validation-split must lie in [0, 1)",)),
+    (("train", "--early-stopping", "-1", "--validation-split", "0.2"), ("PATIENCE must be >= 0",)),
 ])
 def test_error_exits_are_one_line(tmp_path, capsys, args, fragments):
     status, _, err = run_main(capsys, *(a.format(tmp=tmp_path) for a in args))
