@@ -11,11 +11,16 @@ read the data set from its ``metrics.json``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import sys
 import tempfile
 import zipfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there are not locked
+    fcntl = None
 
 import numpy as np
 
@@ -36,7 +41,8 @@ def locked(out: str):
     kernel drops it when the process ends, however it ends (kill -9 included),
     so a crashed run never leaves the folder locked. The file itself stays
     (removing it would let a third run lock a new file while the second
-    still holds the old one).
+    still holds the old one). Where locks do not exist (Windows, some network
+    filesystems) the run goes ahead unlocked, with a note on stderr.
     """
     try:
         os.makedirs(out, exist_ok=True)
@@ -45,8 +51,11 @@ def locked(out: str):
             pass
     except OSError as err:
         raise RunFolderError(f"--out {out!r} is not a writable folder ({err.strerror or err})") from None
-    lock_path = os.path.join(out, LOCK_FILE)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is None:
+        print(f"gpucnn: note: no file locks here; make sure no other run uses {out!r}", file=sys.stderr)
+        yield
+        return
+    fd = os.open(os.path.join(out, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,8 +63,12 @@ def locked(out: str):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise RunFolderError(f"--out {out!r} is in use by another 'gpucnn train' (process {holder}); "
                                  f"wait for it to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:  # a filesystem without locks
+            print(f"gpucnn: note: cannot lock {out!r} ({err.strerror}); make sure no other run uses it",
+                  file=sys.stderr)
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock

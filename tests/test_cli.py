@@ -1,5 +1,6 @@
 """The gpucnn command line, run as a user runs it: in a subprocess."""
 
+import errno
 import fcntl
 import json
 import math
@@ -199,6 +200,20 @@ def test_a_held_lock_refuses_the_run_before_it_trains(tmp_path, capsys):
         status, out, err = run_main(capsys, "train", "--limit", 64, "--backend", "cpu", "--out", tmp_path)
     assert status == 1 and "in use by another" in err and "epoch 1/" not in out
     assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_a_filesystem_without_locks_still_trains_with_a_note(tmp_path, capsys, monkeypatch):
+    from gpucnn import run_folder
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(run_folder.fcntl, "flock", no_locks)
+    status, _, err = run_main(capsys, "train", "--epochs", 1, "--limit", 32, "--backend", "cpu", "--quiet",
+                              "--out", tmp_path)
+    assert status == 0, err
+    assert err.strip() == f"gpucnn: note: cannot lock {str(tmp_path)!r} (No locks available); " \
+                          f"make sure no other run uses it"
+    assert (tmp_path / "model.npz").exists()
 
 
 def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys):
