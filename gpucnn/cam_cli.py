@@ -1,8 +1,10 @@
 """``gpucnn gradcam``: heatmaps of a trained model on test images, written as PNG grids.
 
-    gpucnn gradcam --model runs/digits/model.npz                    # Grad-CAM, 16 test digits
-    gpucnn gradcam --model runs/shapes --dataset shapes --method gradcam++ --indices 0 5 9
+    gpucnn gradcam --model runs/digits                  # Grad-CAM of 16 test digits -> runs/digits/cam.png
+    gpucnn gradcam --model runs/shapes --method gradcam++ --indices 0 5 9 --out shapes_cam.png
     gpucnn gradcam --model runs/digits --average digits_average.png --faithfulness
+
+The data set defaults to the one the run was trained on (its metrics.json).
 
 ``gpucnn.cli`` registers this module (``add_arguments``, ``run``) and turns
 a ``CommandError`` into a one-line message and exit status 1.
@@ -21,8 +23,9 @@ def add_arguments(p) -> None:
     """The options of ``gpucnn gradcam`` on the argparse (sub)parser ``p``."""
     p.add_argument("--model", required=True, metavar="PATH",
                    help="a model file, or a run folder holding model.npz (from gpucnn train)")
-    p.add_argument("--dataset", default="digits", help="digits (default), mnist, shapes")
-    p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder (default data/mnist)")
+    p.add_argument("--dataset", default=None,
+                   help="digits, mnist, shapes (default: the run's, from metrics.json beside the model; else digits)")
+    p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder (default: the run's, else data/mnist)")
     p.add_argument("--method", default="gradcam", choices=METHODS,
                    help="gradcam (default), gradcam++, scorecam, or guided (Guided Grad-CAM)")
     p.add_argument("--layer", type=int, default=None, metavar="I",
@@ -33,7 +36,9 @@ def add_arguments(p) -> None:
                    help="explain class K for every image (default: each image's predicted class)")
     p.add_argument("--channels", default="combined", choices=("combined", "separate"),
                    help="multi-channel images: one picture, or one panel per channel")
-    p.add_argument("--out", default="cam.png", metavar="PNG", help="the grid to write (default cam.png)")
+    p.add_argument("--out", default=None, metavar="PNG",
+                   help="the grid to write (default: cam.png in the model's folder; .png is added to a name "
+                        "without extension)")
     p.add_argument("--average", default=None, metavar="PNG",
                    help="also write the class-averaged heatmaps over the whole test set")
     p.add_argument("--faithfulness", action="store_true",
@@ -63,19 +68,23 @@ def run(args) -> int:
 
     from .cam import faithfulness, pointing_game
     from .cam_plots import plot_cam_grid, plot_class_averages
-    from .cli import CommandError, check_model_fits, load_dataset, set_threads
+    from .cli import DATASETS, CommandError, check_model_fits, load_dataset, set_threads
+    from .run_folder import find_run
 
+    path, dataset, data, source = find_run(args.model, args.dataset, args.data)
+    if dataset not in DATASETS:
+        raise CommandError(f"unknown dataset {dataset!r} (from {source}); known datasets: {', '.join(DATASETS)}")
+    out = os.path.join(os.path.dirname(path), "cam.png") if args.out is None else args.out
     set_threads(args.threads)
-    path = os.path.join(args.model, "model.npz") if os.path.isdir(args.model) else args.model
     model = gc.load_model(path, backend=args.backend)
-    _, (x_test, y_test), class_names = load_dataset(args.dataset, args.data)
+    _, (x_test, y_test), class_names = load_dataset(dataset, data)
     check_model_fits(model, x_test.shape[1:], len(class_names), f"model {path!r}")
     indices = list(range(min(16, len(x_test)))) if args.indices is None else args.indices
     bad = [i for i in indices if not 0 <= i < len(x_test)]
     if bad:
         raise CommandError(f"--indices {bad} outside the test set of {len(x_test)} images")
     if args.class_idx is not None and not 0 <= args.class_idx < len(class_names):
-        raise CommandError(f"--class-idx {args.class_idx} is not a class of {args.dataset} "
+        raise CommandError(f"--class-idx {args.class_idx} is not a class of {dataset} "
                            f"(0..{len(class_names) - 1})")
     cam = _explainer(args.method, model, args.layer)
 
@@ -84,10 +93,10 @@ def run(args) -> int:
     predicted = model.backend.to_numpy(predicted).argmax(axis=1)
     maps = cam(x, class_idx=args.class_idx)
     explained = "predicted class" if args.class_idx is None else f"class {class_names[args.class_idx]}"
-    plot_cam_grid(x, maps, args.out, labels=y, predictions=predicted, class_names=class_names,
+    written = plot_cam_grid(x, maps, out, labels=y, predictions=predicted, class_names=class_names,
                   channels=args.channels,
                   title=f"{args.method} of layer {cam.layer_index} ({type(cam.layer).__name__}), {explained}")
-    print(f"wrote {args.out}: {args.method} heatmaps of {len(indices)} {args.dataset} test images "
+    print(f"wrote {written}: {args.method} heatmaps of {len(indices)} {dataset} test images "
           f"({int((predicted == y).sum())} correctly classified), layer {cam.layer_index} {cam.layer!r}")
 
     if args.faithfulness:
@@ -96,7 +105,7 @@ def run(args) -> int:
             print(f"  removing {frac:4.0%} of the pixels: confidence drops {drop:.3f} "
                   f"(top-ranked) vs {rnd:.3f} (random)")
         print(f"  faithfulness gain over random pixels: {f.gain:+.3f}")
-    if args.dataset == "shapes":
+    if dataset == "shapes":
         masks = _shapes_masks(x_test)
         if masks is not None:
             hits = pointing_game(maps, masks[indices])
@@ -104,7 +113,7 @@ def run(args) -> int:
     if args.average:
         all_maps = np.concatenate([cam(x_test[i:i + 256], class_idx=args.class_idx)
                                    for i in range(0, len(x_test), 256)])
-        plot_class_averages(x_test, all_maps, y_test, args.average, class_names=class_names,
-                            title=f"{args.method}: mean heatmap per true class ({len(x_test)} test images)")
-        print(f"wrote {args.average}: class-averaged heatmaps over {len(x_test)} test images")
+        written = plot_class_averages(x_test, all_maps, y_test, args.average, class_names=class_names,
+                                      title=f"{args.method}: mean heatmap per true class ({len(x_test)} test images)")
+        print(f"wrote {written}: class-averaged heatmaps over {len(x_test)} test images")
     return 0

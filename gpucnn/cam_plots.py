@@ -17,11 +17,14 @@ returns). How an image with several channels is shown is chosen by
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from .plots import save_figure
 
 CHANNEL_MODES = ("combined", "separate")
+HEAT_CMAP = "jet"
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -55,10 +58,17 @@ def draw_picture(ax, picture) -> None:
     ax.set_yticks([])
 
 
-def draw_overlay(ax, picture, heatmap, alpha: float = 0.5, cmap: str = "jet") -> None:
+def draw_overlay(ax, picture, heatmap, alpha: float = 0.5, cmap: str = HEAT_CMAP) -> None:
     """Draw ``picture`` with ``heatmap`` (H, W, values in [0, 1]) over it, ``alpha`` opaque."""
     draw_picture(ax, picture)
     ax.imshow(heatmap, cmap=cmap, vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+
+
+def add_heat_colorbar(fig, axes, label: str = "heat") -> None:
+    """One colour bar beside ``axes`` for the heat-map scale [0, 1] that ``draw_overlay`` uses."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=HEAT_CMAP), ax=axes, shrink=0.8, aspect=30)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
 def _check_maps(images, heatmaps):
@@ -73,32 +83,29 @@ def plot_overlay(image, heatmap, path, channels: str = "combined", channel_names
                  title: str | None = None) -> str:
     """One image (C, H, W): the picture(s) alone on top, with the heatmap (H, W) below."""
     panels = display_panels(image, channels)
-    fig = Figure(figsize=(2.2 * len(panels), 4.6))
+    fig = Figure(figsize=(2.2 * len(panels) + 0.8, 4.6), layout="constrained")
     axes = fig.subplots(2, len(panels), squeeze=False)
     for j, picture in enumerate(panels):
         draw_picture(axes[0, j], picture)
         draw_overlay(axes[1, j], picture, heatmap)
         if channels == "separate":
             axes[0, j].set_title(channel_names[j] if channel_names else f"channel {j}", fontsize=9)
+    add_heat_colorbar(fig, axes[1, :])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
-def plot_cam_grid(images, heatmaps, path, labels=None, predictions=None, class_names=None,
-                  ncols: int = 8, channels: str = "combined", title: str | None = None) -> str:
-    """A grid of heatmaps over their images (N, C, H, W) / (N, H, W), titled "true / predicted".
-
-    A wrong prediction's title is red. With ``channels="separate"`` each sample
-    takes one panel per channel, side by side.
-    """
+def cam_grid_figure(images, heatmaps, labels=None, predictions=None, class_names=None,
+                    ncols: int = 8, channels: str = "combined", title: str | None = None) -> Figure:
+    """The figure ``plot_cam_grid`` writes (same arguments, without the path)."""
     images, heatmaps = _check_maps(images, heatmaps)
     n = len(images)
     per = images.shape[1] if channels == "separate" else 1
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig = Figure(figsize=(1.6 * ncols * per, 1.8 * nrows + (0.4 if title else 0)))
+    # 0.8 inch for the colour bar; each row has room for a two-line title above its panels.
+    fig = Figure(figsize=(1.6 * ncols * per + 0.8, 2.0 * nrows + (0.4 if title else 0)), layout="constrained")
     axes = fig.subplots(nrows, ncols * per, squeeze=False)
     name = (lambda c: class_names[c]) if class_names is not None else str
     for i in range(nrows * ncols):
@@ -116,11 +123,23 @@ def plot_cam_grid(images, heatmaps, path, labels=None, predictions=None, class_n
         if predictions is not None:
             parts.append(f"pred {name(int(predictions[i]))}")
         wrong = labels is not None and predictions is not None and labels[i] != predictions[i]
-        cells[0].set_title(" / ".join(parts), fontsize=8, color="red" if wrong else "black")
+        # One line each: "true triangle / pred square" on one line is wider than a panel.
+        cells[0].set_title("\n".join(parts), fontsize=8, color="red" if wrong else "black")
+    add_heat_colorbar(fig, axes)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_cam_grid(images, heatmaps, path, labels=None, predictions=None, class_names=None,
+                  ncols: int = 8, channels: str = "combined", title: str | None = None) -> str:
+    """A grid of heatmaps over their images (N, C, H, W) / (N, H, W), titled "true" over "predicted".
+
+    A wrong prediction's title is red; a colour bar gives the heat scale. With
+    ``channels="separate"`` each sample takes one panel per channel, side by side.
+    """
+    return save_figure(cam_grid_figure(images, heatmaps, labels, predictions, class_names, ncols, channels,
+                                       title), path)
 
 
 def class_means(values, labels, n_classes: int):
@@ -149,7 +168,7 @@ def plot_class_averages(images, heatmaps, labels, path, class_names=None, title:
     k = len(class_names) if class_names is not None else int(np.max(labels)) + 1
     mean_maps, counts = class_means(heatmaps, labels, k)
     mean_images, _ = class_means(images, labels, k)
-    fig = Figure(figsize=(1.5 * k, 3.4 + (0.4 if title else 0)))
+    fig = Figure(figsize=(1.5 * k + 0.8, 3.4 + (0.4 if title else 0)), layout="constrained")
     axes = fig.subplots(2, k, squeeze=False)
     for c in range(k):
         picture = display_panels(mean_images[c])[0]
@@ -159,7 +178,7 @@ def plot_class_averages(images, heatmaps, labels, path, class_names=None, title:
         axes[0, c].set_title(f"{label} (n={counts[c]})", fontsize=8)
     axes[0, 0].set_ylabel("mean image", fontsize=8)
     axes[1, 0].set_ylabel("mean heatmap", fontsize=8)
+    add_heat_colorbar(fig, axes[1, :], label="heat, scaled")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return save_figure(fig, path)

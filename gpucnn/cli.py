@@ -13,10 +13,13 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 
 import numpy as np
+
+from . import run_folder
 
 DATASETS = ("digits", "mnist", "shapes")
 
@@ -27,6 +30,7 @@ DATASET_DEFAULTS = {
     "shapes": {"epochs": 10, "shift": 0},
 }
 SHAPES_TRAIN, SHAPES_TEST, SHAPES_SIZE = 2000, 500, 32
+DEFAULT_LR = 2e-3
 
 # Subcommands that live in other modules, each with add_arguments(parser) and run(args) -> int.
 # They are imported only when asked for, so a missing optional dependency of one
@@ -84,6 +88,39 @@ def check_model_fits(model, input_shape, num_classes: int, source: str) -> None:
         raise CommandError(f"{source} outputs {shape[1:]} per image, the data has {num_classes} classes")
 
 
+def require_positive(**values) -> None:
+    """Raise CommandError naming each option (``batch_size`` -> ``--batch-size``) whose value is not > 0."""
+    bad = [f"--{name.replace('_', '-')} ({value})" for name, value in values.items() if not value > 0]
+    if bad:
+        raise CommandError(f"{' and '.join(bad)} must be positive")
+
+
+def resume_command(args, out: str) -> str:
+    """The command line that continues this ``gpucnn train`` run: its own arguments plus ``--resume``."""
+    argv = [a for a in getattr(args, "argv", ["train"]) if a != "--resume"]
+    if args.out is None:
+        argv += ["--out", out]
+    return shlex.join(["gpucnn", *argv, "--resume"])
+
+
+def per_class_scores(y_true, predicted, class_names) -> dict:
+    """``{class name: {"precision", "recall", "f1", "support"}}`` for metrics.json and the tables."""
+    from . import metrics
+    scores = metrics.precision_recall_f1(y_true, predicted, len(class_names))
+    return {name: {key: (int(values[k]) if key == "support" else round(float(values[k]), 6))
+                   for key, values in scores.items()}
+            for k, name in enumerate(class_names)}
+
+
+def format_per_class(scores: dict) -> list[str]:
+    """The lines of a per-class precision / recall / F1 / support table."""
+    width = max(8, max(len(name) for name in scores) + 1)
+    lines = [f"{'class':>{width}} precision  recall      f1  support"]
+    for name, s in scores.items():
+        lines.append(f"{name:>{width}} {s['precision']:9.4f} {s['recall']:7.4f} {s['f1']:7.4f} {s['support']:8d}")
+    return lines
+
+
 def set_threads(threads: int) -> None:
     """Use ``threads`` CPU threads in Numba kernels and BLAS (0: leave the defaults, all cores).
 
@@ -110,16 +147,21 @@ def add_train_arguments(p) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs (default: digits 20, mnist 5, shapes 10)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-annealed (default 2e-3)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate in (0, 1], cosine-annealed to 0 (default 2e-3; with --resume: "
+                        "the resumed run's schedule, or a new cosine from LR at the resumed epoch)")
     p.add_argument("--shift", type=int, default=None, metavar="PIXELS",
                    help="random-shift augmentation of up to PIXELS (default: 1 for digits, else 0)")
     p.add_argument("--validation-split", type=float, default=0.0,
                    help="fraction of the training set held out for validation (default 0)")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop when the validation loss has not improved for PATIENCE epochs and keep "
+                        "the best epoch's weights (needs --validation-split)")
     p.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, cuda-emu")
     p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout, augmentation")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/DATASET)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from DIR/checkpoint.npz (written after every epoch)")
+                   help="continue from DIR/checkpoint.npz (written after every epoch); see --lr")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use at most N training and N test samples (quick checks)")
     p.add_argument("--threads", type=int, default=1,
@@ -129,11 +171,7 @@ def add_train_arguments(p) -> None:
 
 def run_train(args) -> int:
     import gpucnn as gc
-    from . import metrics, plots
-    from .callbacks import LearningRateScheduler, ModelCheckpoint
-    from .datasets import RandomShift
-    from .models import MODEL_NAMES, build_model
-    from .trainer import Trainer
+    from .models import MODEL_NAMES
 
     if args.dataset not in DATASETS:
         raise CommandError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(DATASETS)}")
@@ -142,14 +180,43 @@ def run_train(args) -> int:
     defaults = DATASET_DEFAULTS[args.dataset]
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
     shift = defaults["shift"] if args.shift is None else args.shift
-    if epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        raise CommandError(f"--epochs ({epochs}), --batch-size ({args.batch_size}) and --lr ({args.lr}) "
-                           f"must be positive")
+    require_positive(epochs=epochs, batch_size=args.batch_size)
+    # Adam moves every weight by up to about lr per step: beyond 1 a run only overflows.
+    if args.lr is not None and not 0 < args.lr <= 1:  # also refuses nan
+        raise CommandError(f"--lr {args.lr} is not a usable Adam learning rate: use a value in (0, 1] "
+                           f"(the default is {DEFAULT_LR:g})")
+    if shift < 0:
+        raise CommandError(f"--shift must be >= 0 pixels, got {shift}")
+    if not 0 <= args.validation_split < 1:
+        raise CommandError(f"--validation-split must lie in [0, 1), got {args.validation_split}")
+    if args.early_stopping is not None:
+        if args.early_stopping < 0:
+            raise CommandError(f"--early-stopping PATIENCE must be >= 0 epochs, got {args.early_stopping}")
+        if not args.validation_split:
+            raise CommandError("--early-stopping watches the validation loss: give --validation-split too")
     out = args.out or os.path.join("runs", args.dataset)
     set_threads(args.threads)
     backend = gc.get_backend(args.backend)
 
     (x_train, y_train), (x_test, y_test), class_names = load_dataset(args.dataset, args.data, args.limit)
+    c, h, w = x_train.shape[1:]
+    if shift >= min(h, w):
+        raise CommandError(f"--shift {shift} must be smaller than the {h}x{w} images of {args.dataset}")
+    with run_folder.locked(out):
+        return _train_in_folder(args, out, epochs, shift, backend, (x_train, y_train), (x_test, y_test),
+                                class_names)
+
+
+def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names) -> int:
+    """``gpucnn train`` once its options are checked and the run folder ``out`` is locked."""
+    import gpucnn as gc
+    from . import metrics, plots
+    from .callbacks import EarlyStopping, LearningRateScheduler, ModelCheckpoint
+    from .datasets import RandomShift
+    from .models import build_model
+    from .trainer import NonFiniteLossError, Trainer
+
+    (x_train, y_train), (x_test, y_test) = train, test
     c, h, w = x_train.shape[1:]
     gc.seed(args.seed)
     model = build_model(args.model, c, len(class_names), (h, w), rng=args.seed)
@@ -157,7 +224,7 @@ def run_train(args) -> int:
           f"({len(x_train)} training, {len(x_test)} test images of {c}x{h}x{w}), backend {backend.name}")
     print(model.summary((c, h, w)))
 
-    optimizer = gc.Adam(model.parameters(), lr=args.lr)
+    optimizer = gc.Adam(model.parameters(), lr=DEFAULT_LR if args.lr is None else args.lr)
     trainer = Trainer(model, gc.SoftmaxCrossEntropy(), optimizer, backend=backend)
     checkpoint = os.path.join(out, "checkpoint.npz")
     initial_epoch = 0
@@ -165,33 +232,87 @@ def run_train(args) -> int:
         if not os.path.exists(checkpoint):
             raise CommandError(f"--resume: no checkpoint at {checkpoint!r} (train once without --resume first)")
         initial_epoch = trainer.load_checkpoint(checkpoint)
+        if initial_epoch > epochs:
+            raise CommandError(f"--resume: {checkpoint!r} has {initial_epoch} finished epochs, "
+                               f"more than --epochs {epochs}")
         print(f"resuming after epoch {initial_epoch} from {checkpoint}")
-    callbacks = [LearningRateScheduler(gc.CosineLR(epochs)), ModelCheckpoint(checkpoint, save_best_only=False)]
+    schedule, reason = run_folder.plan_lr_schedule(out, args.lr, DEFAULT_LR, epochs,
+                                                   initial_epoch if args.resume else None,
+                                                   optimizer.lr, optimizer.base_lr)
+    print(f"learning rate: {run_folder.describe_schedule(schedule)} ({reason})")
+    run_folder.save_schedule(out, schedule)
+    optimizer.base_lr = schedule["start_lr"]  # what the checkpoints record as the base rate
+    cosine = gc.CosineLR(max(schedule["epochs"] - schedule["start_epoch"], 1))
+    callbacks = [LearningRateScheduler(lambda epoch, base_lr: cosine(epoch - schedule["start_epoch"], base_lr))]
+    early = None
+    if args.early_stopping is not None:
+        early = EarlyStopping("val_loss", patience=args.early_stopping, restore_best_weights=True)
+        callbacks.append(early)
+    callbacks.append(ModelCheckpoint(checkpoint, save_best_only=False))
     verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
 
-    start = time.perf_counter()
-    history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size,
-                          validation_split=args.validation_split, seed=args.seed, callbacks=callbacks,
-                          verbose=verbose, initial_epoch=initial_epoch,
-                          augment=RandomShift(shift) if shift else None)
+    started, start = time.time(), time.perf_counter()
+    try:
+        # Overflow in NumPy means the run diverged: stop with one line, not a stream of warnings.
+        with np.errstate(over="raise", invalid="raise"):
+            history = trainer.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size,
+                                  validation_split=args.validation_split, seed=args.seed, callbacks=callbacks,
+                                  verbose=verbose, initial_epoch=initial_epoch,
+                                  augment=RandomShift(shift) if shift else None)
+    except NonFiniteLossError:
+        raise
+    except FloatingPointError as err:
+        raise CommandError(f"training diverged in epoch {trainer.epoch + 1} (NumPy: {err}; lr "
+                           f"{optimizer.lr:.2e}): lower --lr or check the scale of the data") from None
+    except KeyboardInterrupt:
+        saved = run_folder.saved_epochs(checkpoint, None if args.resume else started)
+        if not saved:
+            raise KeyboardInterrupt("no epoch of this run finished, nothing to resume") from None
+        raise KeyboardInterrupt(f"{checkpoint} holds epoch {saved} of {epochs}; "
+                                f"continue with: {resume_command(args, out)}") from None
     seconds = time.perf_counter() - start
     result = trainer.evaluate(x_test, y_test)
     predicted = trainer.predict(x_test).argmax(axis=1)
     correct = int((predicted == y_test).sum())
+    per_class = per_class_scores(y_test, predicted, class_names)
 
-    os.makedirs(out, exist_ok=True)
     model.save(os.path.join(out, "model.npz"))
     history.save(os.path.join(out, "history.json"))
+    earlier_seconds = sum(history.history["time"][:initial_epoch])
     summary = {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "epochs": len(history),
-               "seconds": round(seconds, 3), "backend": backend.name, "dataset": args.dataset,
-               "model": args.model, "seed": args.seed, "batch_size": args.batch_size, "lr": args.lr,
-               "shift": shift, "train_samples": len(x_train), "test_samples": len(x_test)}
+               "resumed_after_epoch": initial_epoch if args.resume else None,
+               "seconds": round(seconds, 3), "seconds_total": round(earlier_seconds + seconds, 3),
+               "backend": backend.name, "dataset": args.dataset, "model": args.model, "seed": args.seed,
+               "batch_size": args.batch_size, "lr": schedule["start_lr"], "lr_schedule": {"kind": "cosine", **schedule},
+               "shift": shift, "validation_split": args.validation_split,
+               "train_samples": len(x_train), "test_samples": len(x_test), "image_shape": [c, h, w]}
+    if args.data is not None:
+        summary["data"] = args.data
+    if early is not None:
+        restored = early.best_weights is not None
+        summary["early_stopping"] = {"patience": args.early_stopping, "best_epoch": early.best_epoch + 1,
+                                     "stopped_after_epoch": None if early.stopped_epoch is None
+                                     else early.stopped_epoch + 1, "restored_best_weights": restored}
+    summary["per_class"] = per_class
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plots.plot_history(history, os.path.join(out, "curves.png"))
     plots.plot_confusion_matrix(metrics.confusion_matrix(y_test, predicted, len(class_names)),
                                 os.path.join(out, "confusion.png"), class_names)
-    print(f"trained {len(history) - initial_epoch} epochs in {seconds:.1f} s on {backend.name}")
+    trained = len(history) - initial_epoch
+    print(f"trained {trained} epochs in {seconds:.1f} s on {backend.name}"
+          + (f" ({earlier_seconds + seconds:.1f} s with the {initial_epoch} epochs before the resume)"
+             if initial_epoch else ""))
+    if early is not None:
+        best = early.best_epoch + 1
+        if early.stopped_epoch is not None:
+            print(f"early stopping: no better validation loss for {args.early_stopping} epochs after epoch "
+                  f"{best}; stopped after epoch {early.stopped_epoch + 1}")
+        if restored:
+            print(f"model.npz holds the weights of epoch {best}, the best validation loss")
+        elif best != len(history):  # EarlyStopping keeps no weights from before a resume
+            print(f"model.npz holds the weights of epoch {len(history)}: the best, epoch {best}, "
+                  f"came before the resume and its weights were not kept")
     print(f"test accuracy {result['accuracy']:.4f} ({correct}/{len(y_test)}), test loss {result['loss']:.4f}")
     print(f"wrote {out}/: model.npz, checkpoint.npz, history.json, metrics.json, curves.png, confusion.png")
     return 0
@@ -200,9 +321,11 @@ def run_train(args) -> int:
 # --- evaluate ---------------------------------------------------------------------------------
 
 def add_evaluate_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="PATH", help="a model file, e.g. runs/digits/model.npz")
-    p.add_argument("--dataset", default="digits", help="digits (default), mnist, shapes")
-    p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder (default data/mnist)")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="a model file, or a run folder holding model.npz (from gpucnn train)")
+    p.add_argument("--dataset", default=None,
+                   help="digits, mnist, shapes (default: the run's, from metrics.json beside the model; else digits)")
+    p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder (default: the run's, else data/mnist)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N test samples")
@@ -214,24 +337,28 @@ def run_evaluate(args) -> int:
     from . import metrics
     from .trainer import Trainer
 
-    if args.dataset not in DATASETS:
-        raise CommandError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(DATASETS)}")
+    path, dataset, data, source = run_folder.find_run(args.model, args.dataset, args.data)
+    if dataset not in DATASETS:
+        raise CommandError(f"unknown dataset {dataset!r} (from {source}); known datasets: {', '.join(DATASETS)}")
     set_threads(args.threads)
     backend = gc.get_backend(args.backend)
-    model = gc.load_model(args.model, backend=backend)
-    _, (x_test, y_test), class_names = load_dataset(args.dataset, args.data, args.limit)
-    check_model_fits(model, x_test.shape[1:], len(class_names), f"model {args.model!r}")
+    model = gc.load_model(path, backend=backend)
+    _, (x_test, y_test), class_names = load_dataset(dataset, data, args.limit)
+    check_model_fits(model, x_test.shape[1:], len(class_names), f"model {path!r}")
     # The optimizer is never stepped; the Trainer needs one to exist.
     trainer = Trainer(model, gc.SoftmaxCrossEntropy(), gc.SGD(model.parameters(), lr=1.0), backend=backend)
     result = trainer.evaluate(x_test, y_test, batch_size=args.batch_size)
-    counts = metrics.confusion_matrix(y_test, trainer.predict(x_test, args.batch_size), len(class_names))
-    print(f"{args.model} on {args.dataset} ({len(x_test)} test images, backend {backend.name})")
+    predicted = trainer.predict(x_test, args.batch_size).argmax(axis=1)
+    counts = metrics.confusion_matrix(y_test, predicted, len(class_names))
+    print(f"{path} on {dataset} (from {source}; {len(x_test)} test images, backend {backend.name})")
     print(f"test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f}")
     print("confusion matrix (rows: true, columns: predicted):")
     width = max(len(str(counts.max())), max(len(n) for n in class_names)) + 1
     print(" " * width + "".join(f"{n[:width - 1]:>{width}}" for n in class_names))
     for name, row in zip(class_names, counts):
         print(f"{name[:width - 1]:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    print("per class:")
+    print("\n".join(format_per_class(per_class_scores(y_test, predicted, class_names))))
     return 0
 
 
@@ -284,7 +411,10 @@ def run_info(args) -> int:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; the options of an external command are added only when it is ``command``."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="gpucnn", description="Train, inspect and time CNNs with gpucnn.")
+    parser.add_argument("--version", action="version", version=f"gpucnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("train", help="train a model (no arguments: the default CNN on the 8x8 digits)")
     add_train_arguments(p)
@@ -316,14 +446,15 @@ def main(argv=None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        args.argv = argv  # for the resume hint of an interrupted train
         return int(args.run(args) or 0)
     # Bad input of every kind (our checks raise ValueError/TypeError, a missing or
     # unreadable file OSError, an unusable backend RuntimeError, a diverging run
     # FloatingPointError) ends as one line, not a traceback.
     except (CommandError, OSError, ValueError, TypeError, RuntimeError, FloatingPointError) as err:
         print(f"gpucnn: error: {err}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("gpucnn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # run_train's says what was saved and how to continue
+        print(f"gpucnn: interrupted{f'; {err}' if str(err) else ''}", file=sys.stderr)
         return 130
     return 1
 

@@ -119,3 +119,23 @@ def background_rejection(y_true, scores, signal_efficiency: float = 0.5) -> floa
     keep = np.r_[True, np.diff(tpr) > 0]
     eff_b = float(np.interp(signal_efficiency, tpr[keep], fpr[keep]))
     return np.inf if eff_b == 0.0 else 1.0 / eff_b
+
+
+def precision_recall_f1(y_true, y_pred, num_classes: int | None = None) -> dict:
+    """Per-class precision, recall, F1 and support, each a (K,) array, from labels (N,).
+
+    y_pred as in ``accuracy``; K as in ``confusion_matrix``. For class k:
+    precision = TP / (TP + FP) (of the samples predicted k, the share that are k),
+    recall = TP / (TP + FN) (of the samples of class k, the share found),
+    F1 = their harmonic mean, support = the number of samples of class k.
+    A ratio with a zero denominator (a class never predicted, or absent) is 0,
+    as scikit-learn's ``zero_division=0`` gives.
+    """
+    counts = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(counts).astype(np.float64)
+    predicted, support = counts.sum(axis=0), counts.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}

@@ -19,9 +19,15 @@ from .layers import Conv2D
 
 
 def save_figure(fig: Figure, path) -> str:
-    """Render ``fig`` on an Agg canvas (no display, no pyplot) and write it to ``path``
-    (PNG by its extension), creating the folder; returns the path as a string."""
+    """Render ``fig`` on an Agg canvas (no display, no pyplot) and write it to ``path``,
+    creating the folder; returns the path written, as a string.
+
+    The format follows the extension; a path without one gets ``.png`` appended
+    (what matplotlib writes), so the returned path is always the file's real name.
+    """
     path = os.fspath(path)
+    if not os.path.splitext(path)[1]:
+        path += ".png"
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -34,8 +40,8 @@ def _history_dict(history) -> dict:
     return getattr(history, "history", history)
 
 
-def plot_history(history, path) -> str:
-    """Loss and accuracy per epoch (training and, when present, validation) side by side."""
+def history_figure(history) -> Figure:
+    """The figure ``plot_history`` writes: loss and accuracy per epoch, training and validation."""
     h = _history_dict(history)
     if not h.get("loss"):
         raise ValueError("plot_history: the history holds no epochs")
@@ -46,17 +52,23 @@ def plot_history(history, path) -> str:
             values = np.array([np.nan if v is None else v for v in h.get(prefix + key, [])], dtype=float)
             if len(values) and not np.isnan(values).all():
                 ax.plot(epochs[:len(values)], values, style, markersize=3, label=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # min_n_ticks=1: with the default 2, a one-epoch axis falls back to fractional ticks.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("training curves")
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_confusion_matrix(counts, path, class_names=None, title: str = "confusion matrix") -> str:
-    """counts (K, K) (rows: true class, columns: predicted) as an annotated heat map."""
+def plot_history(history, path) -> str:
+    """Loss and accuracy per epoch (training and, when present, validation) side by side."""
+    return save_figure(history_figure(history), path)
+
+
+def confusion_figure(counts, class_names=None, title: str = "confusion matrix") -> Figure:
+    """The figure ``plot_confusion_matrix`` writes; its size grows with the class count and names."""
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"plot_confusion_matrix: expected a square (K, K) matrix, got {counts.shape}")
@@ -64,7 +76,13 @@ def plot_confusion_matrix(counts, path, class_names=None, title: str = "confusio
     names = [str(c) for c in (class_names if class_names is not None else range(k))]
     if len(names) != k:
         raise ValueError(f"plot_confusion_matrix: {len(names)} class names for {k} classes")
-    fig = Figure(figsize=(1.2 + 0.5 * k, 1.0 + 0.5 * k), layout="constrained")
+    # Names longer than a cell is wide are written upright (at any slant the long
+    # names of neighbouring cells would cross); the figure grows by the room the
+    # names take below the x axis and left of the y axis (about 0.08 inch a character).
+    label_room = 0.08 * max((len(n) for n in names), default=1)
+    rotate = label_room > 0.3
+    fig = Figure(figsize=(1.8 + 0.5 * k + label_room, 1.2 + 0.5 * k + (label_room if rotate else 0)),
+                 layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
@@ -73,12 +91,17 @@ def plot_confusion_matrix(counts, path, class_names=None, title: str = "confusio
         for j in range(k):
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if counts[i, j] > threshold else "black")
-    ax.set_xticks(range(k), names)
+    ax.set_xticks(range(k), names, rotation=90 if rotate else 0)
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_confusion_matrix(counts, path, class_names=None, title: str = "confusion matrix") -> str:
+    """counts (K, K) (rows: true class, columns: predicted) as an annotated heat map."""
+    return save_figure(confusion_figure(counts, class_names, title), path)
 
 
 def _grid(images, path, title: str, cmap: str = "viridis") -> str:

@@ -72,3 +72,18 @@ def test_background_rejection_agrees_with_sklearn_roc():
     fpr, tpr, _ = skm.roc_curve(y, s)
     expected = 1 / np.interp(0.5, tpr, fpr)
     assert metrics.background_rejection(y, s, 0.5) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_precision_recall_f1_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, 150)
+    p = np.where(rng.random(150) < 0.6, y, rng.integers(0, 4, 150))
+    p[p == 3] = 2  # class 3 is never predicted: its precision is 0/0
+    # Class 4 has neither samples nor predictions; num_classes=5 still reports it.
+    got = metrics.precision_recall_f1(y, p, num_classes=5)
+    ref = skm.precision_recall_fscore_support(y, p, labels=range(5), zero_division=0)
+    for key, expected in zip(("precision", "recall", "f1", "support"), ref):
+        np.testing.assert_allclose(got[key], expected, err_msg=key)
+    scores = np.eye(5)[p] + 0.1 * rng.random((150, 5))  # scores give the same predictions by argmax
+    np.testing.assert_allclose(metrics.precision_recall_f1(y, scores)["f1"][:4], ref[2][:4])

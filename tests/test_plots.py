@@ -3,6 +3,7 @@
 import matplotlib
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import imread
 
 import gpucnn as gc
@@ -54,3 +55,66 @@ def test_filters_and_feature_maps(tmp_path):
         plots.plot_filters(m, tmp_path / "x.png", layer=1)
     with pytest.raises(ValueError, match="one image"):
         plots.plot_feature_maps(m, x[None], tmp_path / "x.png")
+
+
+def drawn(fig):
+    """Lay out and render ``fig`` (so text extents are final); returns its renderer."""
+    FigureCanvasAgg(fig).draw()
+    return fig.canvas.get_renderer()
+
+
+def text_boxes_overlap(texts, renderer):
+    """Whether any two of the non-empty matplotlib Text objects overlap on the canvas."""
+    boxes = [t.get_window_extent(renderer) for t in texts if t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 40])
+def test_curves_have_integer_epoch_ticks_and_validation_lines(epochs):
+    history = History()
+    for epoch in range(epochs):
+        history.append(epoch, {"loss": 1 / (epoch + 1), "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.4,
+                               "lr": 0.1, "time": 1.0})
+    fig = plots.history_figure(history)
+    drawn(fig)
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert sorted(line.get_label() for line in ax.get_lines()) == ["training", "validation"]
+    # Without validation data only the training curve is drawn.
+    no_val = History()
+    no_val.append(0, {"loss": 1.0, "accuracy": 0.5, "lr": 0.1, "time": 1.0})
+    assert [line.get_label() for line in plots.history_figure(no_val).axes[0].get_lines()] == ["training"]
+
+
+@pytest.mark.parametrize("names", [["square", "circle", "cross", "triangle"], [str(d) for d in range(10)],
+                                   [f"class number {k}" for k in range(12)]])
+def test_confusion_labels_do_not_touch_and_fit_the_figure(names):
+    k = len(names)
+    fig = plots.confusion_figure(np.arange(k * k).reshape(k, k), names)
+    renderer = drawn(fig)
+    ax = fig.axes[0]
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        assert not text_boxes_overlap(labels, renderer)
+        for label in labels:
+            box = label.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    # The cells stay readable: at least 0.3 inch each, however many classes.
+    assert ax.get_window_extent(renderer).width / fig.dpi / k >= 0.3
+
+
+def test_cam_grid_titles_do_not_touch_and_it_has_a_colour_bar():
+    from gpucnn.cam_plots import cam_grid_figure
+    from gpucnn.datasets.shapes import SHAPE_NAMES
+
+    rng = np.random.default_rng(0)
+    x, maps = rng.random((10, 1, 16, 16)), rng.random((10, 16, 16))
+    labels = np.arange(10) % 4
+    fig = cam_grid_figure(x, maps, labels=labels, predictions=(labels + 3) % 4, class_names=SHAPE_NAMES)
+    renderer = drawn(fig)
+    titles = [ax.title for ax in fig.axes]
+    assert sum(bool(t.get_text()) for t in titles) == 10
+    assert not text_boxes_overlap(titles, renderer)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)  # the heat scale of draw_overlay
