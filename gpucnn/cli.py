@@ -242,25 +242,28 @@ def run_info(args) -> int:
     import numba
 
     import gpucnn as gc
-    from .backend import cuda_is_available
+    from .backend import cuda_status
 
     print(f"gpucnn {gc.__version__} on Python {platform.python_version()} ({platform.machine()})")
     print("backends:")
-    for name in ("cpu", "cuda", "cuda-emu"):
+    for name in ("cpu", "cuda-emu"):
         try:
             gc.get_backend(name)
             state = "usable"
         except Exception as err:  # any failure to build a backend is what we report
             state = f"not usable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         print(f"  {name:<9} {state}")
-    print(f"  auto   -> {'cuda' if cuda_is_available() else 'cpu'}")
+    # The cuda backend's own check: a device answers and a test kernel runs (see backend.cuda_probe).
+    cuda_usable, cuda_reason = cuda_status()
+    print(f"  {'cuda':<9} {'usable' if cuda_usable else 'not usable'}: {cuda_reason}")
+    print(f"  auto   -> {'cuda' if cuda_usable else 'cpu'}")
     try:
         import cupy
         cupy_version = cupy.__version__
     except ImportError:
         cupy = None
         cupy_version = "not installed"
-    if cupy is not None and cuda_is_available():
+    if cupy is not None and cuda_usable:
         for i in range(cupy.cuda.runtime.getDeviceCount()):
             props = cupy.cuda.runtime.getDeviceProperties(i)
             free, total = cupy.cuda.Device(i).mem_info
