@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -308,8 +309,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning_in_one_line(message, category, filename, lineno, file=None, line=None):
+    """Warnings of a command as one line each, like its errors (Python's own format takes two)."""
+    print(f"gpucnn: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning_in_one_line
+        return _run(argv)
+
+
+def _run(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
