@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -370,25 +371,28 @@ def run_info(args) -> int:
     import numba
 
     import gpucnn as gc
-    from .backend import cuda_is_available
+    from .backend import cuda_status
 
     print(f"gpucnn {gc.__version__} on Python {platform.python_version()} ({platform.machine()})")
     print("backends:")
-    for name in ("cpu", "cuda", "cuda-emu"):
+    for name in ("cpu", "cuda-emu"):
         try:
             gc.get_backend(name)
             state = "usable"
         except Exception as err:  # any failure to build a backend is what we report
             state = f"not usable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         print(f"  {name:<9} {state}")
-    print(f"  auto   -> {'cuda' if cuda_is_available() else 'cpu'}")
+    # The cuda backend's own check: a device answers and a test kernel runs (see backend.cuda_probe).
+    cuda_usable, cuda_reason = cuda_status()
+    print(f"  {'cuda':<9} {'usable' if cuda_usable else 'not usable'}: {cuda_reason}")
+    print(f"  auto   -> {'cuda' if cuda_usable else 'cpu'}")
     try:
         import cupy
         cupy_version = cupy.__version__
     except ImportError:
         cupy = None
         cupy_version = "not installed"
-    if cupy is not None and cuda_is_available():
+    if cupy is not None and cuda_usable:
         for i in range(cupy.cuda.runtime.getDeviceCount()):
             props = cupy.cuda.runtime.getDeviceProperties(i)
             free, total = cupy.cuda.Device(i).mem_info
@@ -436,8 +440,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning_in_one_line(message, category, filename, lineno, file=None, line=None):
+    """Warnings of a command as one line each, like its errors (Python's own format takes two)."""
+    print(f"gpucnn: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning_in_one_line
+        return _run(argv)
+
+
+def _run(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     try:

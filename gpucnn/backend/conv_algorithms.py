@@ -363,11 +363,33 @@ def choose(op: str, g: ConvGeometry, dtype=np.float32) -> Choice:
 
 
 def candidates(op: str, g: ConvGeometry, dtype) -> list[Choice]:
-    """Every choice autotuning times: the direct kernel and each tile igemm can run."""
-    out = [Choice(op, "direct", reason="autotune candidate")]
-    if igemm_unsupported(op, g, dtype) is None:
-        out += [_igemm_choice(op, g, t, "autotune candidate") for t in TILES[op].values()]
-    return out
+    """Every choice autotuning times: the kernels that can be the fastest on ``g``.
+
+    Left out, since they cannot win:
+
+    - the direct backward-filter whenever an igemm tile can run: one thread
+      per filter element, each looping over all N*P*Q pixels -- a few hundred
+      threads on a first layer, seconds of stall where split-K spreads the
+      same reduction over every multiprocessor;
+    - a tile with the same grid as a smaller tile that fits inside it (as
+      many blocks along M and N, so the same split-K): every row and column
+      it has beyond the smaller one is padding, computed for nothing, by a
+      larger block. Such a tile is never the rule's choice either (its
+      padded area is at least twice the smaller tile's).
+    """
+    if igemm_unsupported(op, g, dtype) is not None:
+        return [Choice(op, "direct", reason="autotune candidate")]
+    m, n, _ = gemm_shape(op, g)
+    tiles = list(TILES[op].values())
+
+    def grid(t):
+        return -(-m // t.rows), -(-n // t.cols)
+
+    def padding_only(t):
+        return any(o is not t and o.rows <= t.rows and o.cols <= t.cols and grid(o) == grid(t) for o in tiles)
+
+    out = [] if op == "backward_filter" else [Choice(op, "direct", reason="autotune candidate")]
+    return out + [_igemm_choice(op, g, t, "autotune candidate") for t in tiles if not padding_only(t)]
 
 
 def _log_choice(backend, op: str, g: ConvGeometry, dtype, choice: Choice) -> None:
@@ -392,7 +414,14 @@ def _select(backend, op: str, g: ConvGeometry, dtype, run) -> Choice:
 
 
 def _time_candidates(backend, choices: list[Choice], run) -> Choice:
-    """The fastest of ``choices``: each run once to warm up, then timed over three runs."""
+    """The fastest of ``choices``: each run once to warm up, then timed over three runs.
+
+    A single candidate is returned without running it.
+    """
+    if len(choices) == 1:
+        only = choices[0]
+        return Choice(only.op, only.algorithm, only.tile, only.splits, only.tiles_per_split,
+                      "autotuned: the only candidate")
     best, best_time = None, float("inf")
     for choice in choices:
         run(choice)

@@ -218,16 +218,21 @@ class CudaBackend(Backend):
 def make_cuda_backend() -> CudaBackend:
     """The ``cuda`` backend: CuPy arrays, kernels compiled by NVRTC and run on the GPU.
 
-    Raises RuntimeError when CuPy is missing or sees no usable GPU.
+    Raises RuntimeError with the reason (``gpucnn.backend.cuda_status``) when
+    the GPU is not usable here: CuPy or NVRTC missing, a driver too old for
+    CuPy's CUDA, no device, or a test kernel that failed.
     """
-    from . import cuda_is_available
+    from . import cuda_status
 
-    if not cuda_is_available():
-        raise RuntimeError(
-            "the cuda backend needs CuPy (pip install 'gpucnn[cuda12]' or 'gpucnn[cuda13]') "
-            "and a usable CUDA GPU, and found none; use 'cpu', or 'cuda-emu' to run the "
-            "CUDA kernels on the CPU"
-        )
+    usable, reason = cuda_status()
+    if not usable:
+        raise RuntimeError(f"the cuda backend is not usable here: {reason}. Use 'cpu', "
+                           "or 'cuda-emu' to run the CUDA kernels on the CPU")
+    return cupy_cuda_backend()
+
+
+def cupy_cuda_backend() -> CudaBackend:
+    """The ``cuda`` backend without the usability check: the check's own test kernel runs on it."""
     import cupy
 
     from .cupy_launcher import load_module
