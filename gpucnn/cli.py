@@ -372,6 +372,7 @@ def run_info(args) -> int:
 
     import gpucnn as gc
     from .backend import cuda_status
+    from .environment import cuda_environment
 
     print(f"gpucnn {gc.__version__} on Python {platform.python_version()} ({platform.machine()})")
     print("backends:")
@@ -386,19 +387,11 @@ def run_info(args) -> int:
     cuda_usable, cuda_reason = cuda_status()
     print(f"  {'cuda':<9} {'usable' if cuda_usable else 'not usable'}: {cuda_reason}")
     print(f"  auto   -> {'cuda' if cuda_usable else 'cpu'}")
-    try:
-        import cupy
-        cupy_version = cupy.__version__
-    except ImportError:
-        cupy = None
-        cupy_version = "not installed"
-    if cupy is not None and cuda_usable:
-        for i in range(cupy.cuda.runtime.getDeviceCount()):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
-            free, total = cupy.cuda.Device(i).mem_info
-            print(f"GPU {i}: {props['name'].decode()} (compute capability {props['major']}.{props['minor']}), "
-                  f"{total / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
-    else:
+    cuda = cuda_environment()
+    for device in cuda["devices"] if cuda_usable else ():
+        print(f"GPU {device['index']}: {device['name']} (compute capability {device['compute_capability']}), "
+              f"{device['memory_gib']:.1f} GiB, {device['free_gib']:.1f} GiB free")
+    if not cuda_usable:
         print("GPU: none usable")
     # Numba names its threading layer only once a parallel kernel has run; the cpu
     # backend's kernels are single-threaded (BLAS does the parallel work), so it may have none.
@@ -407,7 +400,7 @@ def run_info(args) -> int:
     except ValueError:
         layer = "not started: the cpu kernels are serial, BLAS threads do the parallel work"
     print(f"NumPy {np.__version__}, Numba {numba.__version__} (threading layer {layer}, "
-          f"{numba.get_num_threads()} threads), CuPy {cupy_version}")
+          f"{numba.get_num_threads()} threads), CuPy {cuda['cupy'] or 'not installed'}")
     return 0
 
 

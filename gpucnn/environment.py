@@ -12,24 +12,6 @@ import importlib.metadata
 import platform
 
 
-def cuda_status() -> tuple[bool, str]:
-    """(usable, reason): whether the ``cuda`` backend can run here, and why not when it cannot.
-
-    Today this asks ``cuda_is_available`` (CuPy imports and sees a device); when
-    the backend gains a status that also compiles a tiny module, only this
-    function changes.
-    """
-    from .backend import cuda_is_available
-
-    if cuda_is_available():
-        return True, "CuPy sees a CUDA device"
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        return False, "CuPy is not installed (pip install -e \".[cuda12]\" or \".[cuda13]\")"
-    return False, "CuPy sees no usable CUDA device (no GPU, or the driver is older than CuPy's CUDA)"
-
-
 def cpu_model() -> str:
     """The processor's name (``/proc/cpuinfo``'s "model name" where there is one)."""
     try:
@@ -104,6 +86,7 @@ def gather() -> dict:
     import numpy
 
     from . import __version__
+    from .backend import cuda_status
 
     usable, reason = cuda_status()
     return {"gpucnn": __version__, "python": platform.python_version(), "platform": platform.platform(),
