@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import gpucnn as gc
-from gpucnn.backend import cuda_is_available
+from gpucnn.backend import cuda_status
 
 ALL_BACKENDS = ("cpu", "cuda-emu", "cuda")
 
@@ -27,8 +27,10 @@ os.environ.setdefault("GPUCNN_EMU_RACECHECK", "1")
 
 def backend_unavailable_reason(name):
     """None when the backend can run here, else why not (the skip message)."""
-    if name == "cuda" and not cuda_is_available():
-        return "no CUDA GPU on this machine"
+    if name == "cuda":
+        usable, reason = cuda_status()
+        if not usable:
+            return f"cuda not usable: {reason}"
     if name == "cuda-emu" and shutil.which("g++") is None:
         return "no g++ to build the CUDA emulator"
     return None
