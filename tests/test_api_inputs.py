@@ -1,6 +1,8 @@
 """Bad arguments to the Python API are clear errors at the call that received them (issue 12, items
 12 and 13): each names the function or layer and the argument; NumPy integers count as ints."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -222,3 +224,43 @@ def test_bce_targets_are_checked_by_fit():
     trainer = _trainer(gc.BinaryCrossEntropyWithLogits(), out_features=1)
     with pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
         trainer.fit(x, np.array([0, 1, 2, 0, 1, 0], np.float32), verbose=0)
+
+
+# --- item 19: summary() remembers the input shape ------------------------------------------------
+
+def _shapes_column(text):
+    """The output-shape column of a summary table (rows between the two rules)."""
+    lines = text.splitlines()
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    return [re.search(r"  (\(N[^)]*\)|\?)  ", line).group(1) for line in lines[rules[0] + 1:rules[1]]]
+
+
+def test_summary_of_a_built_model_shows_shapes():
+    model = build_model("small", 1, 10, 8, rng=0)
+    shapes = _shapes_column(model.summary())
+    assert "?" not in shapes and shapes[0] == "(N, 32, 8, 8)" and shapes[-1] == "(N, 10)"
+
+
+def test_summary_remembers_the_shape_it_was_given_and_the_last_run():
+    model = gc.Sequential([gc.Conv2D(1, 2, 3, rng=0), gc.ReLU(), gc.Flatten(), gc.Dense(2 * 4 * 4, 3, rng=0)])
+    assert set(_shapes_column(model.summary())) == {"?"}
+    assert "pass summary(input_shape=(C, H, W)) or run the model once" in model.summary()
+    with pytest.raises(ValueError):
+        model.summary((1, 9, 9))  # refused shapes are not remembered
+    assert set(_shapes_column(model.summary())) == {"?"}
+    model.summary((1, 6, 6))
+    assert _shapes_column(model.summary())[0] == "(N, 2, 4, 4)"
+    gc.GradCAM(model, layer=0)(np.zeros((2, 1, 6, 6), np.float32))  # runs the layers itself
+    assert _shapes_column(model.summary())[0] == "(N, 2, 4, 4)"
+
+
+def test_summary_after_an_explanation_shows_its_shapes():
+    model = gc.Sequential([gc.Conv2D(1, 2, 3, padding=1, rng=0), gc.ReLU(), gc.GlobalAvgPool2D(),
+                           gc.Dense(2, 3, rng=0)])
+    gc.GradCAM(model)(np.zeros((1, 1, 7, 5), np.float32))
+    assert _shapes_column(model.summary())[:2] == ["(N, 2, 7, 5)", "(N, 2, 7, 5)"]
+
+
+def test_summary_of_a_dense_model_needs_no_shape():
+    model = gc.Sequential([gc.Dense(5, 4, rng=0), gc.ReLU(), gc.Dense(4, 2, rng=0)])
+    assert _shapes_column(model.summary()) == ["(N, 4)", "(N, 4)", "(N, 2)"]

@@ -100,6 +100,7 @@ class Explainer:
 
     def forward(self, x, tap: int | None = None):
         """Run every layer with ``training=False``; return (logits (N, K), output of layer ``tap``)."""
+        self.model.input_shape = tuple(x.shape[1:])  # as model.forward does, for summary()
         kept = None
         for i, layer in enumerate(self.model.layers):
             x = layer.forward(x, training=False)
