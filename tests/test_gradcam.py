@@ -13,7 +13,6 @@
   backward only above the chosen layer (layer calls are counted).
 """
 
-import contextlib
 import time
 
 import numpy as np
@@ -35,23 +34,14 @@ METHODS = (GradCAM, GradCAMPlusPlus, ScoreCAM, GuidedGradCAM)
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Run this module's CPU kernels and BLAS on one thread, restoring the settings afterwards.
+    """Run this module's CPU kernels and BLAS on one thread, restoring the setting afterwards.
 
     The images here are tiny: waking threads costs more than the work, and on
     a shared 2-core machine one thread trains the shapes model several times
-    faster than the defaults.
+    faster than two (gpucnn's default; this holds it whatever GPUCNN_THREADS says).
     """
-    import numba
-    try:
-        from threadpoolctl import threadpool_limits
-        blas = threadpool_limits(1, user_api="blas")
-    except ImportError:
-        blas = contextlib.nullcontext()
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    with blas:
+    with gc.threads(1):
         yield
-    numba.set_num_threads(before)
 
 
 # --- a small float64 model with a non-linear head -------------------------------------------
