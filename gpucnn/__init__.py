@@ -15,7 +15,8 @@ from . import datasets, metrics, models
 from .callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint
 from .trainer import History, NonFiniteLossError, Trainer
 from .cam import GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, ScoreCAM
-from .cpu_threads import default_threads, get_threads, set_threads, threads
+from . import cpu_threads as _cpu_threads
+from .cpu_threads import get_threads, set_threads, threads
 
 __version__ = "0.1.0"
 
@@ -35,4 +36,4 @@ __all__ = [
 
 # One thread unless GPUCNN_THREADS says otherwise: more threads than free cores make
 # the small GEMMs of small images many times slower (cpu_threads says why, with numbers).
-set_threads(default_threads())
+_cpu_threads.apply_default()

@@ -9,8 +9,13 @@
 The setting reaches every thread pool a CPU computation of gpucnn can run on:
 the BLAS and OpenMP libraries loaded in the process (through threadpoolctl),
 Numba's parallel regions, and PyTorch's pool when PyTorch has been imported
-(the bench's references); none of these is imported here for its own sake,
-except Numba, which the cpu backend loads anyway.
+(the bench's references). Numba needs care: setting its thread count starts
+its threading layer (GNU OpenMP here), after which a ``fork()``ed child that
+runs Numba parallel code is killed ("fork() called from a process already
+using GNU OpenMP"). gpucnn's own Numba kernels are serial and never start it,
+so the import-time default leaves a Numba that is not running alone (and does
+not import it); ``set_threads`` called by the user, the command line or a
+``threads`` block sets Numba too.
 
 The default, set when gpucnn is imported, is ``DEFAULT_THREADS`` = 1 unless
 the environment variable ``GPUCNN_THREADS`` says otherwise (0 = all cores).
@@ -55,20 +60,39 @@ def set_threads(n: int) -> int:
     end of a ``threads`` block). Returns the number of threads set. Raises
     TypeError for a non-integer and ValueError for a negative ``n``.
     """
+    return _apply(as_int(n, "n", "gpucnn.set_threads", minimum=0), start_numba=True)
+
+
+def apply_default() -> int:
+    """Apply ``default_threads()`` without starting Numba's threading layer (see the module's notes);
+    what ``import gpucnn`` runs. Returns the number of threads set."""
+    return _apply(default_threads(), start_numba=False)
+
+
+def _apply(n: int, start_numba: bool) -> int:
+    """Set every pool to ``n`` threads (0: all cores); Numba's only if it runs or ``start_numba``."""
     global _current
-    n = as_int(n, "n", "gpucnn.set_threads", minimum=0) or available_cores()
-    import numba
+    n = n or available_cores()
+    if start_numba or _numba_started():
+        import numba
+
+        # Before the limits below: Numba's first set_num_threads loads its
+        # threading layer (an OpenMP library), which they must then find loaded.
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     from threadpoolctl import threadpool_limits
 
-    # Numba first: its first set_num_threads loads its threading layer (GNU OpenMP
-    # here), which the limits below must then find loaded.
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=n)  # every BLAS and OpenMP library loaded in the process
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
     _current = n
     return n
+
+
+def _numba_started() -> bool:
+    """Whether Numba's threading layer is loaded (a parallel region ran, or its thread count was set)."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(getattr(parallel, "_is_initialized", False))
 
 
 def get_threads() -> int:

@@ -69,9 +69,10 @@ def test_cli_threads_option_is_the_library_setting():
         cli.set_threads(-1)
 
 
-PROBE = ("import json, numba, gpucnn, threadpoolctl; "
-         "print(json.dumps([gpucnn.get_threads(), numba.get_num_threads(), "
-         "sorted({lib['num_threads'] for lib in threadpoolctl.threadpool_info()})]))")
+PROBE = ("import json, sys, gpucnn, threadpoolctl; "
+         "print(json.dumps([gpucnn.get_threads(), "
+         "sorted({lib['num_threads'] for lib in threadpoolctl.threadpool_info()}), "
+         "'numba.np.ufunc.parallel' in sys.modules and sys.modules['numba.np.ufunc.parallel']._is_initialized]))")
 
 
 def _fresh_process(env_value):
@@ -84,10 +85,46 @@ def _fresh_process(env_value):
 def test_import_applies_the_default_and_the_environment_variable():
     run = _fresh_process(None)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == [DEFAULT_THREADS, DEFAULT_THREADS, [DEFAULT_THREADS]]
+    # The default reaches BLAS, and leaves Numba's threading layer unstarted (fork safety, below).
+    assert json.loads(run.stdout) == [DEFAULT_THREADS, [DEFAULT_THREADS], False]
     run = _fresh_process("2")
-    assert json.loads(run.stdout) == [2, min(2, numba.config.NUMBA_NUM_THREADS), [2]]
+    assert json.loads(run.stdout) == [2, [2], False]
     run = _fresh_process("0")
     assert json.loads(run.stdout)[0] == available_cores()
     run = _fresh_process("many")
     assert run.returncode != 0 and "GPUCNN_THREADS='many' must be a number of threads >= 0" in run.stderr
+
+
+FORK = """
+import multiprocessing, numba, numpy as np
+import gpucnn
+
+@numba.njit(parallel=True)
+def total(a):
+    s = 0.0
+    for i in numba.prange(a.size):
+        s += a[i]
+    return s
+
+def child(queue):
+    queue.put(total(np.ones(100)))
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    worker = context.Process(target=child, args=(queue,))
+    worker.start()
+    worker.join(120)
+    print(worker.exitcode, queue.get() if worker.exitcode == 0 else None)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_import_does_not_make_forked_numba_children_abort(tmp_path):
+    """Setting Numba's threads starts its GNU OpenMP layer, after which a forked child running Numba
+    parallel code is killed; the import-time default must therefore leave Numba alone."""
+    script = tmp_path / "fork.py"
+    script.write_text(FORK)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "100.0"], run.stderr
