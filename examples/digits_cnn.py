@@ -17,7 +17,12 @@ from gpucnn.plots import plot_history
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-epochs = parser.parse_args().epochs
+parser.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (default 1, gpucnn's default; 0 = all cores)")
+args = parser.parse_args()
+epochs = args.epochs
+# One thread is gpucnn's default already; more pay only for large images on idle cores.
+gc.set_threads(args.threads)
 
 # 1797 handwritten digits shipped with scikit-learn: float32 (N, 1, 8, 8) in [0, 1].
 (x_train, y_train), (x_test, y_test) = load_digits(test_fraction=0.2, seed=0)

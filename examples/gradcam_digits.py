@@ -25,7 +25,11 @@ from gpucnn.trainer import Trainer
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
-epochs = parser.parse_args().epochs
+parser.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (default 1, gpucnn's default; 0 = all cores)")
+args = parser.parse_args()
+epochs = args.epochs
+gc.set_threads(args.threads)  # see digits_cnn.py
 
 (x_train, y_train), (x_test, y_test) = load_digits(test_fraction=0.2, seed=0)
 

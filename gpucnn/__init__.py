@@ -15,6 +15,8 @@ from . import datasets, metrics, models
 from .callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint
 from .trainer import History, NonFiniteLossError, Trainer
 from .cam import GradCAM, GradCAMPlusPlus, GuidedBackprop, GuidedGradCAM, ScoreCAM
+from . import cpu_threads as _cpu_threads
+from .cpu_threads import get_threads, set_threads, threads
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,9 @@ __all__ = [
     "Trainer", "History", "NonFiniteLossError", "Callback", "EarlyStopping", "ModelCheckpoint",
     "LearningRateScheduler",
     "GradCAM", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "ScoreCAM",
+    "set_threads", "get_threads", "threads",
 ]
+
+# One thread unless GPUCNN_THREADS says otherwise: more threads than free cores make
+# the small GEMMs of small images many times slower (cpu_threads says why, with numbers).
+_cpu_threads.apply_default()

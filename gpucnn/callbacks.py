@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+from .arguments import as_int
+
 
 class Callback:
     """Base class: every hook does nothing."""
@@ -69,10 +71,9 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = False):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
         self._monitor = _Monitor("EarlyStopping", monitor, mode, min_delta)
-        self.monitor, self.patience = monitor, patience
+        self.monitor = monitor
+        self.patience = as_int(patience, "patience", "EarlyStopping", minimum=0)
         self.restore_best_weights = bool(restore_best_weights)
 
     def on_train_begin(self, trainer):

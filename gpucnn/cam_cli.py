@@ -44,8 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--faithfulness", action="store_true",
                    help="print the confidence drop when the top-ranked pixels are removed, against random ones")
     p.add_argument("--backend", default="auto", help="cpu, cuda, cuda-emu or auto (default)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for Numba and BLAS (0: the defaults)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for Numba and BLAS (default 1; 0 = all cores)")
 
 
 def _explainer(method: str, model, layer):

@@ -123,19 +123,11 @@ def format_per_class(scores: dict) -> list[str]:
 
 
 def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads in Numba kernels and BLAS (0: leave the defaults, all cores).
-
-    The CPU kernels of small images are dominated by waking threads; on a
-    machine whose cores are busy, one thread is several times faster.
-    """
+    """``--threads``: ``gpucnn.set_threads`` (0 = all cores), a one-line error when negative."""
     if threads < 0:
         raise CommandError(f"--threads must be >= 0, got {threads}")
-    if threads == 0:
-        return
-    import numba
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(threads, user_api="blas")
+    from .cpu_threads import set_threads as set_library_threads
+    set_library_threads(threads)
 
 
 # --- train ------------------------------------------------------------------------------------

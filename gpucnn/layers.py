@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from .arguments import as_float, as_int
 from .backend import get_backend
 from .backend.base import check_conv_activation
 from .backend.geometry import ConvGeometry, PoolGeometry, check_nchw, pair
@@ -198,18 +199,12 @@ class Conv2D(_Parametric):
                  dilation=1, bias=True, activation=None, rng=None):
         super().__init__()
         where = f"Conv2D({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = pair(kernel_size, "kernel_size", where)
-        self.stride = pair(stride, "stride", where)
-        self.padding = pair(padding, "padding", where)
-        self.dilation = pair(dilation, "dilation", where)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ValueError(f"{where}: kernel_size, stride and dilation must be positive")
-        if min(self.padding) < 0:
-            raise ValueError(f"{where}: padding {self.padding} must not be negative")
+        self.in_channels = as_int(in_channels, "in_channels", where, minimum=1)
+        self.out_channels = as_int(out_channels, "out_channels", where, minimum=1)
+        self.kernel_size = pair(kernel_size, "kernel_size", where, minimum=1)
+        self.stride = pair(stride, "stride", where, minimum=1)
+        self.padding = pair(padding, "padding", where, minimum=0)
+        self.dilation = pair(dilation, "dilation", where, minimum=1)
         check_conv_activation(activation, where)
         self.activation = activation
         self.guided = False
@@ -261,11 +256,9 @@ class Dense(_Parametric):
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Dense({in_features}, {out_features}): {name} must be a "
-                                 f"positive int, got {value!r}")
-        self.in_features, self.out_features = in_features, out_features
+        where = f"Dense({in_features}, {out_features})"
+        self.in_features = as_int(in_features, "in_features", where, minimum=1)
+        self.out_features = as_int(out_features, "out_features", where, minimum=1)
         self.use_bias = bool(bias)
         self.weight_shape = self.weight_shape_of(self.get_config())
         self.reset_parameters(rng)
@@ -311,10 +304,11 @@ class _Pool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         where = f"{type(self).__name__}(kernel_size={kernel_size!r})"
-        self.kernel_size = pair(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride", where)
-        self.padding = pair(padding, "padding", where)
-        # A configuration error is reported now, not at the first batch.
+        self.kernel_size = pair(kernel_size, "kernel_size", where, minimum=1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", where, minimum=1)
+        self.padding = pair(padding, "padding", where, minimum=0)
+        # The padding's upper bound (half the window) is PoolGeometry's rule; asking it
+        # for a window-sized input reports a configuration error now, not at the first batch.
         PoolGeometry.from_shape((1, 1) + tuple(k + 2 * p for k, p in zip(self.kernel_size, self.padding)),
                                 self.kernel_size, self.stride, self.padding, where=where)
 
@@ -427,7 +421,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = as_float(negative_slope, "negative_slope", "LeakyReLU")
 
     def get_config(self):
         return dict(negative_slope=self.negative_slope)
@@ -486,9 +480,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not 0.0 <= float(p) < 1.0:
-            raise ValueError(f"Dropout(p={p!r}): p must be in [0, 1)")
-        self.p = float(p)
+        self.p = as_float(p, "p", f"Dropout(p={p!r})", low=0.0, high=1.0, high_open=True)
         self.rng = as_generator(rng)
 
     def get_config(self):
@@ -520,9 +512,11 @@ class BatchNorm2D(Layer):
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"BatchNorm2D({num_features!r}): num_features must be a positive int")
-        self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
+        where = f"BatchNorm2D({num_features!r})"
+        num_features = as_int(num_features, "num_features", where, minimum=1)
+        self.num_features = num_features
+        self.momentum = as_float(momentum, "momentum", where, low=0.0, high=1.0)
+        self.eps = as_float(eps, "eps", where, low=0.0, low_open=True)
         self._new_params(gamma=np.ones(num_features), beta=np.zeros(num_features))
         self.buffers = {"running_mean": self.backend.asarray(np.zeros(num_features, np.float32)),
                         "running_var": self.backend.asarray(np.ones(num_features, np.float32))}

@@ -85,6 +85,11 @@ class BinaryCrossEntropyWithLogits(Loss):
         if t.shape != logits.shape:
             raise ValueError(f"{self!r}: target of shape {tuple(t.shape)} does not match "
                              f"logits of shape {tuple(logits.shape)}")
+        # A target outside [0, 1] (or NaN) is no probability: the loss would go
+        # negative and training would push the logits to infinity.
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError(f"{self!r}: target values must lie in [0, 1], got values in "
+                             f"[{float(t.min())}, {float(t.max())}]")
         e = xp.exp(-xp.abs(logits))
         loss = xp.maximum(logits, 0) - logits * t + xp.log1p(e)
         sigmoid = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))

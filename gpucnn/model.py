@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from .backend import get_backend
-from .layers import LAYER_TYPES, Layer
+from .layers import LAYER_TYPES, Dense, Layer
 from .npz import NpzReader, is_float_array, save_npz_atomic
 from .optim import Parameter
 from .random import as_generator
@@ -139,9 +139,12 @@ class Sequential:
         """A Keras-like table: layer, output shape, parameter count (returned, not printed).
 
         ``input_shape`` is (C, H, W) without the batch axis; by default the shape
-        of the last input seen.
+        of the last input seen (``forward``, an explanation, or the last
+        ``summary(input_shape)``, which ``models.build_model`` calls), or
+        ``(in_features,)`` for a model that starts with a Dense layer. A shape
+        given here is remembered once every layer has accepted it.
         """
-        known = input_shape or self.input_shape
+        known = input_shape or self.input_shape or self._implied_input_shape()
         shape = None if known is None else (1,) + tuple(known)  # batch of one stands for N
         rows = [("Layer", "Output shape", "Params")]
         total = 0
@@ -158,7 +161,16 @@ class Sequential:
         line = "-" * (sum(widths) + 4)
         fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
         body = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line, f"Total parameters: {total:,}"]
+        if known is None:
+            body.append("Output shapes unknown: pass summary(input_shape=(C, H, W)) or run the model once")
+        elif input_shape is not None:
+            self.input_shape = tuple(input_shape)
         return "\n".join(body)
+
+    def _implied_input_shape(self):
+        """(in_features,) when the first layer is a Dense: the only input shape it takes."""
+        first = self.layers[0] if self.layers else None
+        return (first.in_features,) if isinstance(first, Dense) else None
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)

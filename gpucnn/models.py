@@ -16,6 +16,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from .arguments import as_int
 from .layers import Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from .model import Sequential
 from .random import as_generator
@@ -23,14 +26,16 @@ from .random import as_generator
 MODEL_NAMES = ("small", "lenet", "jet")
 
 
-def _size_pair(image_size) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        return image_size, image_size
-    try:
+def _size_pair(image_size, where: str) -> tuple[int, int]:
+    """H or (H, W) -> (H, W), positive integers of any integer type."""
+    if isinstance(image_size, (tuple, list, np.ndarray)) and len(image_size) == 2:
         h, w = image_size
-        return int(h), int(w)
-    except (TypeError, ValueError):
-        raise TypeError(f"build_model: image_size must be an int or (height, width), "
+    else:
+        h = w = image_size
+    try:
+        return as_int(h, "image_size", where, minimum=1), as_int(w, "image_size", where, minimum=1)
+    except TypeError:
+        raise TypeError(f"{where}: image_size must be an int or (height, width), "
                         f"got {image_size!r}") from None
 
 
@@ -79,10 +84,10 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size, rng=N
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    for label, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"build_model({name!r}): {label} must be a positive int, got {value!r}")
-    size = _size_pair(image_size)
+    where = f"build_model({name!r})"
+    in_channels = as_int(in_channels, "in_channels", where, minimum=1)
+    num_classes = as_int(num_classes, "num_classes", where, minimum=1)
+    size = _size_pair(image_size, where)
     rng = as_generator(rng)
     try:
         layers = _BUILDERS[name](in_channels, num_classes, size, rng)

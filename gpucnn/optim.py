@@ -13,9 +13,15 @@ import re
 
 import numpy as np
 
+from .arguments import as_float, as_int
 from .npz import is_float_array
 
 _STATE_KEY = re.compile(r"state\.(0|[1-9][0-9]*)\.(\w+)")
+
+# The smallest eps Adam accepts: float32's smallest normal number. A smaller eps
+# rounds to zero in a float32 update (or soon after, scaled by the bias
+# correction), and a parameter whose gradient is exactly zero then gets 0 / 0 = NaN.
+MIN_ADAM_EPS = float(np.finfo(np.float32).tiny)
 
 
 class Parameter:
@@ -52,12 +58,9 @@ class Optimizer:
         if not all(isinstance(p, Parameter) for p in self.params):
             raise TypeError(f"{type(self).__name__}: expected model.parameters(), "
                             f"got {type(self.params[0]).__name__} items")
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
-        if weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}")
-        self.lr = self.base_lr = float(lr)
-        self.weight_decay = float(weight_decay)
+        where = type(self).__name__
+        self.lr = self.base_lr = as_float(lr, "lr", where, low=0.0, low_open=True)
+        self.weight_decay = as_float(weight_decay, "weight_decay", where, low=0.0)
         self.steps = 0
         self.state: list[dict] = [{} for _ in self.params]
 
@@ -166,11 +169,11 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr, weight_decay)
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
-        if nesterov and momentum == 0:
+        # momentum >= 1 never forgets a gradient: the velocity grows without bound.
+        self.momentum = as_float(momentum, "momentum", "SGD", low=0.0, high=1.0, high_open=True)
+        if nesterov and self.momentum == 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.nesterov = bool(nesterov)
 
     def _update(self, i, p):
         g = p.grad + self.weight_decay * p.value if self.weight_decay else p.grad
@@ -190,10 +193,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr, weight_decay)
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
-        self.betas, self.eps = (float(b1), float(b2)), float(eps)
+        where = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(as_float(b, name, where, low=0.0, high=1.0, high_open=True)
+                           for name, b in zip(("betas[0]", "betas[1]"), betas))
+        self.eps = as_float(eps, "eps", where, low=MIN_ADAM_EPS)
 
     def _update(self, i, p):
         b1, b2 = self.betas
@@ -231,9 +236,8 @@ class StepLR:
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        if step_size < 1:
-            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size = as_int(step_size, "step_size", "StepLR", minimum=1)
+        self.gamma = as_float(gamma, "gamma", "StepLR", low=0.0, low_open=True)
 
     def __call__(self, epoch: int, base_lr: float) -> float:
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -246,9 +250,8 @@ class CosineLR:
     """Cosine annealing from base_lr to min_lr over ``total_epochs``, then min_lr."""
 
     def __init__(self, total_epochs: int, min_lr: float = 0.0):
-        if total_epochs < 1:
-            raise ValueError(f"CosineLR: total_epochs must be >= 1, got {total_epochs}")
-        self.total_epochs, self.min_lr = int(total_epochs), float(min_lr)
+        self.total_epochs = as_int(total_epochs, "total_epochs", "CosineLR", minimum=1)
+        self.min_lr = as_float(min_lr, "min_lr", "CosineLR", low=0.0)
 
     def __call__(self, epoch: int, base_lr: float) -> float:
         t = min(epoch, self.total_epochs) / self.total_epochs

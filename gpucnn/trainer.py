@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from .arguments import as_int
 from .backend import get_backend
 from .losses import BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy
 from .model import check_finite, check_state_arrays, open_checkpoint
@@ -133,9 +134,10 @@ class Trainer:
         being finite.
         """
         x, y = self._check_data(x, y, "fit")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"Trainer.fit: batch_size must be a positive int, got {batch_size!r}")
-        if not 0 <= initial_epoch <= epochs:
+        batch_size = as_int(batch_size, "batch_size", "Trainer.fit", minimum=1)
+        epochs = as_int(epochs, "epochs", "Trainer.fit", minimum=0)
+        initial_epoch = as_int(initial_epoch, "initial_epoch", "Trainer.fit", minimum=0)
+        if initial_epoch > epochs:
             raise ValueError(f"Trainer.fit: need 0 <= initial_epoch <= epochs, got {initial_epoch} and {epochs}")
         if validation_data is not None:
             x_val, y_val = self._check_data(*validation_data, "fit (validation_data)")
@@ -242,6 +244,7 @@ class Trainer:
         Accuracy is NaN for losses without classes (MSELoss).
         """
         x, y = self._check_data(x, y, "evaluate")
+        batch_size = as_int(batch_size, "batch_size", "Trainer.evaluate", minimum=1)
         total_loss = total_correct = 0.0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -257,12 +260,13 @@ class Trainer:
         ``BinaryCrossEntropyWithLogits``: sigmoid of the logits, shaped like them
         ((N, 1) for a single-logit binary model). Other losses: the raw outputs.
         """
-        x = np.asarray(x)
+        x = _check_samples(x, "x", "Trainer.predict")
+        batch_size = as_int(batch_size, "batch_size", "Trainer.predict", minimum=1)
         outs = []
         for start in range(0, len(x), batch_size):
             out = self.backend.to_numpy(self.model.forward(x[start:start + batch_size], training=False))
             outs.append(out.astype(np.float64))
-        out = np.concatenate(outs) if outs else np.zeros((0,))
+        out = np.concatenate(outs)
         if isinstance(self.loss, SoftmaxCrossEntropy):
             e = np.exp(out - out.max(axis=1, keepdims=True))
             out = e / e.sum(axis=1, keepdims=True)
@@ -325,11 +329,10 @@ class Trainer:
     # --- helpers ---------------------------------------------------------------------------
 
     def _check_data(self, x, y, where):
-        x, y = np.asarray(x), np.asarray(y)
+        """x and y as NumPy arrays of real numbers with the same number of samples (at least one)."""
+        x, y = _check_samples(x, "x", f"Trainer.{where}"), _check_samples(y, "y", f"Trainer.{where}")
         if len(x) != len(y):
             raise ValueError(f"Trainer.{where}: x has {len(x)} samples but y has {len(y)}")
-        if len(x) == 0:
-            raise ValueError(f"Trainer.{where}: got an empty data set")
         return x, y
 
     def _target(self, yb, out):
@@ -385,6 +388,28 @@ def _parse_history(text: str, source: str) -> History:
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as err:
         raise ValueError(f"{source}, member 'extra.trainer.history' is malformed "
                          f"({type(err).__name__}: {err})") from None
+
+
+# dtype kinds a model can compute on: bool, signed and unsigned integers, floats.
+_REAL_KINDS = "biuf"
+
+
+def _check_samples(data, name: str, where: str) -> np.ndarray:
+    """``data`` as a NumPy array of real numbers with a sample axis and at least one sample.
+
+    Strings, objects and complex numbers are a TypeError (NumPy would turn them
+    into a crash or silently drop the imaginary part); a scalar or an empty
+    array is a ValueError. Messages name ``where`` and ``name``.
+    """
+    array = np.asarray(data)
+    if array.dtype.kind not in _REAL_KINDS:
+        raise TypeError(f"{where}: {name} must hold real numbers, got dtype {array.dtype}")
+    if array.ndim == 0:
+        raise ValueError(f"{where}: {name} must have one entry per sample (a sample axis first), "
+                         f"got a scalar {array.item()!r}")
+    if len(array) == 0:
+        raise ValueError(f"{where}: {name} is empty (shape {array.shape}); need at least one sample")
+    return array
 
 
 def format_epoch_line(epoch: int, epochs: int, logs: dict, rate: float) -> str:

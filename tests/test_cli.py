@@ -93,8 +93,11 @@ def test_evaluate_a_trained_model(trained):
 
 
 def run_main(capsys, *args):
-    """cli.main in this process (no start-up cost); --threads 0 leaves the test process's threads alone."""
-    status = cli.main([*map(str, args), *(("--threads", "0") if args[0] in ("train", "evaluate") else ())])
+    """cli.main in this process (no start-up cost), inside gpucnn.threads so that the command's
+    --threads leaves the test process's setting as it was."""
+    import gpucnn
+    with gpucnn.threads(gpucnn.get_threads()):
+        status = cli.main([*map(str, args)])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 

@@ -35,6 +35,12 @@ OPTIMIZERS = {
                 lambda p, torch: torch.optim.Adam(p, lr=0.01, weight_decay=0.1)),
     "adamw": (lambda p: gc.AdamW(p, lr=0.01, weight_decay=0.1),
               lambda p, torch: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
+    # A large eps: at the default 1e-8 the eps term (and a bug in its bias correction)
+    # is invisible next to sqrt(v_hat); at 1e-2 it is a good part of the denominator.
+    "adam_large_eps": (lambda p: gc.Adam(p, lr=0.01, eps=1e-2),
+                       lambda p, torch: torch.optim.Adam(p, lr=0.01, eps=1e-2)),
+    "adamw_large_eps": (lambda p: gc.AdamW(p, lr=0.01, eps=1e-2, weight_decay=0.1),
+                        lambda p, torch: torch.optim.AdamW(p, lr=0.01, eps=1e-2, weight_decay=0.1)),
 }
 
 
@@ -76,6 +82,52 @@ def test_sgd_step_is_w_minus_lr_grad():
     grad = model.layers[0].grads["W"].copy()
     opt.step()
     np.testing.assert_allclose(model.layers[0].params["W"], before - 0.5 * grad, rtol=1e-6)
+
+
+def _published_adam_step(w, g, m, v, t, lr, betas, eps, weight_decay, decoupled):
+    """One step of Adam as Kingma & Ba write it (Algorithm 1), in float64, with L2 weight decay
+    added to the gradient, or decoupled (AdamW, Loshchilov & Hutter: w <- w - lr * wd * w first).
+    Returns the new (w, m, v)."""
+    b1, b2 = betas
+    if weight_decay and not decoupled:
+        g = g + weight_decay * w
+    if weight_decay and decoupled:
+        w = w - lr * weight_decay * w
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1 ** t)
+    v_hat = v / (1 - b2 ** t)
+    return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+@pytest.mark.parametrize("cls, eps, weight_decay", [
+    (gc.Adam, 1e-8, 0.0), (gc.Adam, 1e-2, 0.0), (gc.Adam, 0.3, 0.05),
+    (gc.AdamW, 1e-2, 0.1), (gc.AdamW, 1e-8, 0.0), (gc.AdamW, 0.3, 0.5),
+])
+def test_adam_follows_the_published_update(cls, eps, weight_decay):
+    """Several steps of our Adam/AdamW against a plain NumPy loop of the published formula (no PyTorch
+    needed), on the gradients the model really produces; float64 so that only a wrong formula shows."""
+    model = _model().to(dtype=np.float64)
+    betas, lr = (0.8, 0.95), 0.05
+    opt = cls(model.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    rng = np.random.default_rng(1)
+    loss = gc.SoftmaxCrossEntropy()
+    moments = [(np.zeros_like(p.value), np.zeros_like(p.value)) for p in opt.params]
+    for t in range(1, 7):
+        model.zero_grad()
+        loss.forward(model.forward(rng.standard_normal((8, 4))), rng.integers(0, 2, 8))
+        model.backward(loss.backward())
+        expected = []
+        for p, (m, v) in zip(opt.params, moments):
+            expected.append(_published_adam_step(p.value.copy(), p.grad.copy(), m, v, t, lr, betas, eps,
+                                                 weight_decay, decoupled=cls is gc.AdamW))
+        before = [p.value.copy() for p in opt.params]
+        opt.step()
+        for i, (p, (w, m, v)) in enumerate(zip(opt.params, expected)):
+            # Compare the steps, not the weights: the step is what a formula error changes.
+            np.testing.assert_allclose(p.value - before[i], w - before[i], rtol=1e-9, atol=1e-15,
+                                       err_msg=f"step {t}, parameter {p}")
+            moments[i] = (m, v)
 
 
 def test_state_dict_round_trip_continues_identically():

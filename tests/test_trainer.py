@@ -161,3 +161,42 @@ def test_history_round_trips_through_json(tmp_path):
     assert data["val_loss"] == [None] and data["loss"] == [1.0]
     again = History.from_dict(data)
     assert again.epoch == [0] and math.isnan(again.history["val_loss"][0]) and again.history["lr"] == [0.1]
+
+
+class _RecordSamples(gc.Layer):
+    """Identity layer that records, per training forward, which samples the batch holds
+    (each test image is filled with its own index)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, training=True):
+        if training:
+            self.seen.extend(int(round(float(v))) for v in self.backend.to_numpy(x)[:, 0, 0, 0])
+        return x
+
+    def backward(self, dy):
+        return dy
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_epoch_sees_every_sample_once_in_a_new_order(shuffle):
+    """Shuffling draws a fresh order per epoch: the same samples, each once, in different orders
+    (a loop that reused epoch 0's order would still pass the resume and same-seed tests)."""
+    n, epochs = 40, 3
+    x = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, 1, 2, 2)).copy()
+    y = np.arange(n) % 3
+    recorder = _RecordSamples()
+    model = gc.Sequential([recorder, gc.Flatten(), gc.Dense(4, 3, rng=0)])
+    trainer = Trainer(model, gc.SoftmaxCrossEntropy(), gc.SGD(model.parameters(), lr=1e-6), backend="cpu")
+    trainer.fit(x, y, epochs=epochs, batch_size=7, shuffle=shuffle, seed=0, verbose=0)
+    orders = [recorder.seen[e * n:(e + 1) * n] for e in range(epochs)]
+    assert len(recorder.seen) == epochs * n
+    for order in orders:
+        assert sorted(order) == list(range(n))
+    if shuffle:
+        assert len({tuple(order) for order in orders}) == epochs
+        assert orders[0] != list(range(n))
+    else:
+        assert all(order == list(range(n)) for order in orders)

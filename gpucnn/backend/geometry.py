@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..arguments import as_int
 
-def pair(value, name: str, where: str) -> tuple[int, int]:
-    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; anything else is a TypeError naming ``where``."""
+
+def pair(value, name: str, where: str, minimum: int | None = None) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; any integer type counts (``np.int64(3)``).
+
+    A non-integer is a TypeError, a pair of the wrong length or a value below
+    ``minimum`` a ValueError; the messages name ``where`` and ``name``.
+    """
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{where}: {name} must be an int or a pair, got {value!r}")
         a, b = value
     else:
         a = b = value
-    for v in (a, b):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(a), int(b)
+    return as_int(a, name, where, minimum), as_int(b, name, where, minimum)
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
@@ -148,18 +151,20 @@ class PoolGeometry:
     @classmethod
     def from_shape(cls, x_shape, kernel_size, stride=None, padding=0,
                    where: str = "pool2d") -> "PoolGeometry":
-        """Check the input shape and window; padding may be at most half the window (as PyTorch)."""
-        check_nchw(x_shape, where)
-        N, C, H, W = (int(v) for v in x_shape)
-        R, S = pair(kernel_size, "kernel_size", where)
-        stride = (R, S) if stride is None else pair(stride, "stride", where)
+        """Check the window, then the input shape; padding may be at most half the window (as PyTorch).
+
+        The window comes first so that a bad kernel_size, stride or padding is
+        reported as such, not as the empty input it would make.
+        """
+        R, S = pair(kernel_size, "kernel_size", where, minimum=1)
+        stride = (R, S) if stride is None else pair(stride, "stride", where, minimum=1)
         pad = pair(padding, "padding", where)
-        if min(R, S) < 1 or min(stride) < 1:
-            raise ValueError(f"{where}: kernel_size {(R, S)} and stride {stride} must be positive")
         if min(pad) < 0 or pad[0] > R // 2 or pad[1] > S // 2:
             raise ValueError(
                 f"{where}: padding {pad} must be between 0 and half the window {(R, S)}"
             )
+        check_nchw(x_shape, where)
+        N, C, H, W = (int(v) for v in x_shape)
         geom = cls(N, C, H, W, R, S, stride, pad)
         if geom.P < 1 or geom.Q < 1:
             raise ValueError(

@@ -19,6 +19,7 @@ from . import check, end_to_end, report, workload
 from .peak import peak_for
 from .reference import LIBRARIES, ReferenceProcess
 from .suite import Settings, run_backend
+from ..cpu_threads import available_cores
 from .timing import limit_threads
 
 OP_FAMILIES = workload.FAMILIES + ("train",)
@@ -232,7 +233,8 @@ def run(args) -> int:
         return _check(backends, cases)
 
     with contextlib.ExitStack() as stack:
-        threads = None if args.threads is None else stack.enter_context(limit_threads(args.threads))
+        # Without --threads every core: gpucnn's import-time default of one thread is for training.
+        threads = stack.enter_context(limit_threads(args.threads or available_cores()))
         records, backend_meta = _run_backends(args, backends, cases, models, settings, train_batch)
     if records is None:
         return 1
@@ -240,7 +242,7 @@ def run(args) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "quick": bool(args.quick), "settings": asdict(settings), "train_batch": train_batch,
-        "threads": threads or "default (all cores)",
+        "threads": threads,
         "workload": [workload.case_to_dict(c) for c in cases], "models": models,
         "backends": backend_meta, "versions": _versions(),
         "platform": platform.platform(), "total_s": time.perf_counter() - started,

@@ -34,6 +34,7 @@ import traceback
 import numpy as np
 
 from . import baseline
+from ..cpu_threads import available_cores
 from .timing import Timing, WallClock, limit_threads, measure, torch_cuda_clock
 from .workload import bind_op, case_from_dict, make_inputs
 
@@ -165,7 +166,8 @@ def serve(library: str, device: str, requests, reply, threads: int | None = None
     with contextlib.ExitStack() as stack:
         try:
             kernels = _kernels(library, device, tf32)
-            limited = None if threads is None else stack.enter_context(limit_threads(threads))
+            # None: every core (gpucnn's import-time default of one thread is for training)
+            limited = stack.enter_context(limit_threads(threads or available_cores()))
         except Exception as err:  # no torch, no GPU: the client reports it
             reply({"error": f"{type(err).__name__}: {err}"})
             return

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from threadpoolctl import threadpool_limits
+from ..cpu_threads import threads as cpu_threads
 
 
 @dataclass
@@ -140,24 +140,15 @@ def limit_threads(threads: int):
     On a machine shared with other work, one thread per side gives far
     steadier times than a parallel region that waits for a descheduled
     thread; the peak is then that of ``threads`` cores. Yields what was
-    limited, for the report; the previous settings return on exit (BLAS and
-    OpenMP pools through ``threadpoolctl``).
+    limited, for the report; the previous setting returns on exit
+    (``gpucnn.threads``, which sets every pool).
     """
     if threads < 1:
         raise ValueError(f"limit_threads: threads must be positive, got {threads}")
     import numba
 
-    torch = sys.modules.get("torch")
-    saved_numba = numba.get_num_threads()
-    saved_torch = None if torch is None else torch.get_num_threads()
-    with contextlib.ExitStack() as stack:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        stack.callback(numba.set_num_threads, saved_numba)
-        limited = [f"numba {numba.get_num_threads()}"]
-        stack.enter_context(threadpool_limits(limits=threads))
-        limited.append(f"BLAS/OpenMP {threads}")
-        if torch is not None:
-            torch.set_num_threads(threads)
-            stack.callback(torch.set_num_threads, saved_torch)
+    with cpu_threads(threads):  # gpucnn's one switch for all of these pools
+        limited = [f"numba {numba.get_num_threads()}", f"BLAS/OpenMP {threads}"]
+        if "torch" in sys.modules:
             limited.append(f"torch {threads}")
         yield ", ".join(limited)

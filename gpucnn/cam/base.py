@@ -15,7 +15,10 @@ then upsampled bilinearly to the input and scaled per image to [0, 1]. The
 subclasses (Grad-CAM, Grad-CAM++, Score-CAM) only supply the weights.
 
 Everything stays on the model's backend (``backend.xp``) until the result is
-returned as a NumPy array.
+returned as a NumPy array. Inputs are explained in batches of ``batch_size``
+images (default 256), each moved to the backend only when its turn comes, so
+the memory an explanation needs beyond its input and result does not grow
+with the number of images; every sample's result is the same in any batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arguments import as_int
 from ..layers import BatchNorm2D, Conv2D, Layer, LeakyReLU, ReLU
 from .imageops import scale_to_unit, upsample_bilinear
 from .targets import resolve_target
@@ -77,29 +81,76 @@ def resolve_layer(model, layer) -> int:
     raise TypeError(f"layer must be an int index, a layer of the model or None, got {type(layer).__name__}")
 
 
-class Explainer:
-    """Inference-mode forward with a tap on one layer, and backward from the head down to a layer."""
+def split_class_idx(class_idx, n: int):
+    """``class_idx`` for a batch of rows ``start:stop`` of n samples: ``split(start, stop)``.
 
-    def __init__(self, model):
+    One class per sample (a sequence or array of length n) is sliced; None, an
+    int or a callable target serves every batch as it is. A sequence of
+    another length is a ValueError here, where the whole batch size n is known.
+    """
+    if callable(class_idx) or isinstance(class_idx, str) or not hasattr(class_idx, "__len__"):
+        return lambda start, stop: class_idx
+    if len(class_idx) != n:
+        raise ValueError(f"class_idx has {len(class_idx)} entries; expected an int or one class per "
+                         f"sample, shape ({n},), for a batch of {n}")
+    return lambda start, stop: class_idx[start:stop]
+
+
+def concatenate_batches(parts):
+    """Join per-batch results along the sample axis: arrays, or tuples of arrays (None stays None)."""
+    if isinstance(parts[0], tuple):
+        return tuple(None if column[0] is None else np.concatenate(column) for column in zip(*parts))
+    return np.concatenate(parts)
+
+
+class Explainer:
+    """Inference-mode forward with a tap on one layer, and backward from the head down to a layer.
+
+    ``batch_size``: how many images one forward/backward pass takes; larger
+    inputs are explained batch by batch (see ``map_batches``).
+    """
+
+    def __init__(self, model, batch_size: int = 256):
         if not hasattr(model, "layers") or not hasattr(model, "backend"):
             raise TypeError(f"{type(self).__name__}: expected a gpucnn Sequential, got {type(model).__name__}")
         self.model = model
+        self.batch_size = as_int(batch_size, "batch_size", type(self).__name__, minimum=1)
 
     @property
     def backend(self):
         return self.model.backend
 
-    def to_input(self, x):
-        """x (N, C, H, W) -- host or backend array, or nested lists -- on the model's backend, in its dtype."""
+    def check_images(self, x):
+        """x (N, C, H, W) with N >= 1 -- host or backend array, or nested lists -- left where it is."""
         if not hasattr(x, "ndim"):
             x = np.asarray(x)
-        if x.ndim != 4:
-            raise ValueError(f"{type(self).__name__}: expected images of shape (N, C, H, W), "
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}: expected images of shape (N, C, H, W) with N >= 1, "
                              f"got shape {tuple(x.shape)}")
-        return self.backend.asarray(x, dtype=self.model.dtype)
+        return x
+
+    def to_input(self, x):
+        """x (N, C, H, W) -- host or backend array, or nested lists -- on the model's backend, in its dtype."""
+        return self.backend.asarray(self.check_images(x), dtype=self.model.dtype)
+
+    def map_batches(self, compute, x, class_idx=None):
+        """``compute(x_batch, class_idx_batch)`` over batches of ``batch_size`` images, joined on the host.
+
+        x_batch is on the backend in the model's dtype; ``compute`` returns a
+        NumPy array or a tuple of them (or of None) with the batch's samples
+        first, and the results are concatenated in order (see
+        ``concatenate_batches``).
+        """
+        x = self.check_images(x)
+        n = len(x)
+        class_idx_of = split_class_idx(class_idx, n)
+        return concatenate_batches([compute(self.to_input(x[start:start + self.batch_size]),
+                                            class_idx_of(start, start + self.batch_size))
+                                    for start in range(0, n, self.batch_size)])
 
     def forward(self, x, tap: int | None = None):
         """Run every layer with ``training=False``; return (logits (N, K), output of layer ``tap``)."""
+        self.model.input_shape = tuple(x.shape[1:])  # as model.forward does, for summary()
         kept = None
         for i, layer in enumerate(self.model.layers):
             x = layer.forward(x, training=False)
@@ -147,13 +198,13 @@ class BaseCAM(Explainer, ABC):
     Subclasses set ``needs_gradient`` and implement ``_weights(A, dA, x, target)``
     -> (N, C); the base runs the forward, the backward (only when a gradient
     is needed, and only from the head down to the chosen layer), and the
-    combination.
+    combination, in batches of ``batch_size`` images.
     """
 
     needs_gradient = True
 
-    def __init__(self, model, layer=None):
-        super().__init__(model)
+    def __init__(self, model, layer=None, batch_size: int = 256):
+        super().__init__(model, batch_size)
         self.layer_index = resolve_layer(model, layer)
 
     @property
@@ -169,8 +220,7 @@ class BaseCAM(Explainer, ABC):
         """Channel weights (N, C) from activations A, gradients dA (or None), input x and the target."""
 
     def _run(self, x, class_idx):
-        """Forward, optional backward, weights and the raw map -- all on the backend."""
-        x = self.to_input(x)
+        """Forward, optional backward, weights and the raw map of one batch x on the backend."""
         logits, A = self.forward(x, tap=self.layer_index)
         if A.ndim != 4:
             raise ValueError(f"{type(self).__name__}: {self.layer.where} outputs shape {tuple(A.shape)}; "
@@ -192,16 +242,23 @@ class BaseCAM(Explainer, ABC):
         maximum; an all-zero map stays zero), or with ``raw=True`` the
         layer-resolution maps ReLU(sum_k w_k A^k) of shape (N, h, w).
         """
-        x, _, _, _, _, maps, _ = self._run(x, class_idx)
-        if not raw:
-            maps = scale_to_unit(upsample_bilinear(maps, x.shape[2:], self.backend), self.backend.xp)
-        return self.backend.to_numpy(maps)
+        def maps_of(xb, batch_class_idx):
+            _, _, _, _, _, maps, _ = self._run(xb, batch_class_idx)
+            if not raw:
+                maps = scale_to_unit(upsample_bilinear(maps, xb.shape[2:], self.backend), self.backend.xp)
+            return self.backend.to_numpy(maps)
+
+        return self.map_batches(maps_of, x, class_idx)
 
     def explain(self, x, class_idx=None) -> CAMExplanation:
         """Like ``__call__`` with ``raw=True``, returning every intermediate array (see CAMExplanation)."""
-        _, logits, A, dA, weights, raw, target = self._run(x, class_idx)
-        host = self.backend.to_numpy
-        classes = target.host_classes() if hasattr(target, "host_classes") else None
-        return CAMExplanation(activations=host(A), gradients=None if dA is None else host(dA),
-                              weights=host(weights), raw=host(raw), scores=host(target.score(logits)),
+        def arrays_of(xb, batch_class_idx):
+            _, logits, A, dA, weights, raw, target = self._run(xb, batch_class_idx)
+            host = self.backend.to_numpy
+            classes = target.host_classes() if hasattr(target, "host_classes") else None
+            return (host(A), None if dA is None else host(dA), host(weights), host(raw),
+                    host(target.score(logits)), classes)
+
+        A, dA, weights, raw, scores, classes = self.map_batches(arrays_of, x, class_idx)
+        return CAMExplanation(activations=A, gradients=dA, weights=weights, raw=raw, scores=scores,
                               classes=classes)

@@ -48,12 +48,14 @@ class GuidedBackprop(Explainer):
     """
 
     def __call__(self, x, class_idx=None):
-        x = self.to_input(x)
-        logits, _ = self.forward(x)
-        target = resolve_target(class_idx, logits, self.backend)
-        with guided_relus(self.model):
-            grad = self.backward(target.gradient(logits), len(self.model.layers) - 1, -1)
-        return self.backend.to_numpy(grad)
+        def gradient_of(xb, batch_class_idx):
+            logits, _ = self.forward(xb)
+            target = resolve_target(batch_class_idx, logits, self.backend)
+            with guided_relus(self.model):
+                grad = self.backward(target.gradient(logits), len(self.model.layers) - 1, -1)
+            return self.backend.to_numpy(grad)
+
+        return self.map_batches(gradient_of, x, class_idx)
 
 
 class GuidedGradCAM(GradCAM):
@@ -74,9 +76,10 @@ class GuidedGradCAM(GradCAM):
 
     def attribution(self, x, class_idx=None):
         """Guided backprop times upsampled Grad-CAM: (N, C, H, W) NumPy array."""
-        return self.backend.to_numpy(self._attribution(x, class_idx))
+        return self.map_batches(lambda xb, c: self.backend.to_numpy(self._attribution(xb, c)), x, class_idx)
 
     def _attribution(self, x, class_idx):
+        """The attribution of one batch x (on the backend), on the backend."""
         x, logits, A, dA, weights, raw, target = self._run(x, class_idx)
         layers = self.model.layers
         top = len(layers) - 1
@@ -90,7 +93,10 @@ class GuidedGradCAM(GradCAM):
 
     def __call__(self, x, class_idx=None, raw: bool = False):
         """(N, H, W): max over channels of |guided backprop x Grad-CAM|, in [0, 1] unless ``raw``."""
-        saliency = self.backend.xp.abs(self._attribution(x, class_idx)).max(axis=1)
-        if not raw:
-            saliency = scale_to_unit(saliency, self.backend.xp)
-        return self.backend.to_numpy(saliency)
+        def saliency_of(xb, batch_class_idx):
+            saliency = self.backend.xp.abs(self._attribution(xb, batch_class_idx)).max(axis=1)
+            if not raw:
+                saliency = scale_to_unit(saliency, self.backend.xp)
+            return self.backend.to_numpy(saliency)
+
+        return self.map_batches(saliency_of, x, class_idx)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Explainer
+from ..arguments import as_int
+from .base import Explainer, split_class_idx
 from .imageops import gaussian_blur
 from .targets import ClassTarget, resolve_target
 
@@ -79,58 +80,66 @@ def faithfulness(model, x, maps, class_idx=None, fractions=(0.05, 0.1, 0.2, 0.3)
     has all its channels replaced by the ``fill``: ``"blur"`` (a Gaussian blur
     of the image, std ``blur_sigma``, default an eighth of the image's larger
     side) or ``"mean"`` (the image's per-channel mean).
+
+    The images are scored ``batch_size`` at a time, so memory does not grow
+    with N. Image i's random tie-breaks and random pixel orders come from its
+    own stream, ``numpy.random.default_rng([seed, i])``: the result is the same
+    for any ``batch_size``.
     """
     fractions = np.asarray(fractions, dtype=np.float64)
     if fractions.ndim != 1 or np.any((fractions <= 0) | (fractions > 1)):
         raise ValueError(f"faithfulness: fractions must be a 1-D list of values in (0, 1], got {fractions}")
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"faithfulness: n_random must be a positive int, got {n_random!r}")
-    explainer = Explainer(model)
-    xb = explainer.to_input(x)
-    N, C, H, W = xb.shape
+    n_random = as_int(n_random, "n_random", "faithfulness", minimum=1)
+    seed = as_int(seed, "seed", "faithfulness", minimum=0)
+    if fill not in ("blur", "mean"):
+        raise ValueError(f"faithfulness: fill must be 'blur' or 'mean', got {fill!r}")
+    explainer = Explainer(model, batch_size)
+    x = explainer.check_images(x)
+    N, C, H, W = x.shape
     maps = np.asarray(maps)
     if maps.shape != (N, H, W):
         raise ValueError(f"faithfulness: maps have shape {maps.shape}; expected (N, H, W) = {(N, H, W)} "
-                         f"for images of shape {tuple(xb.shape)}")
-    if fill == "blur":
-        sigma = max(H, W) / 8 if blur_sigma is None else float(blur_sigma)
-        filler = gaussian_blur(xb, sigma, explainer.backend)
-    elif fill == "mean":
-        filler = xb.mean(axis=(2, 3), keepdims=True)  # (N, C, 1, 1), broadcast where pixels go
-    else:
-        raise ValueError(f"faithfulness: fill must be 'blur' or 'mean', got {fill!r}")
+                         f"for images of shape {tuple(x.shape)}")
+    sigma = max(H, W) / 8 if blur_sigma is None else float(blur_sigma)
+    counts = [max(1, int(round(f * H * W))) for f in fractions]
     xp = explainer.backend.xp
 
-    def logits_of(images):
-        parts = [explainer.forward(images[i:i + batch_size])[0] for i in range(0, N, batch_size)]
-        return xp.concatenate(parts) if parts else xp.zeros((0, 0), dtype=images.dtype)
+    def batch_drops(xb, batch_class_idx, start):
+        """(confidence (n,), summed drops (F,), summed random drops (F,)) of images start..start+n."""
+        n = xb.shape[0]
+        filler = (gaussian_blur(xb, sigma, explainer.backend) if fill == "blur"
+                  else xb.mean(axis=(2, 3), keepdims=True))  # (n, C, 1, 1), broadcast where pixels go
+        logits = explainer.forward(xb)[0]
+        target = resolve_target(batch_class_idx, logits, explainer.backend)
 
-    logits = logits_of(xb)
-    target = resolve_target(class_idx, logits, explainer.backend)
+        def confidence(z):
+            if isinstance(target, ClassTarget):
+                e = xp.exp(z - z.max(axis=1, keepdims=True))
+                return (e / e.sum(axis=1, keepdims=True))[xp.arange(n), target.classes]
+            return target.score(z)
 
-    def confidence(z):
-        if isinstance(target, ClassTarget):
-            e = xp.exp(z - z.max(axis=1, keepdims=True))
-            return (e / e.sum(axis=1, keepdims=True))[xp.arange(N), target.classes]
-        return target.score(z)
+        base = confidence(logits)
 
-    base = confidence(logits)
-    rng = np.random.default_rng(seed)
+        def summed_drop(order, k):
+            removed = np.zeros((n, H * W), dtype=bool)
+            removed[np.arange(n)[:, None], order[:, :k]] = True
+            removed = explainer.backend.asarray(removed.reshape(n, 1, H, W))
+            return float((base - confidence(explainer.forward(xp.where(removed, filler, xb))[0])).sum())
 
-    def mean_drop(order, k):
-        removed = np.zeros((N, H * W), dtype=bool)
-        removed[np.arange(N)[:, None], order[:, :k]] = True
-        removed = explainer.backend.asarray(removed.reshape(N, 1, H, W))
-        return float((base - confidence(logits_of(xp.where(removed, filler, xb)))).mean())
+        rngs = [np.random.default_rng([seed, i]) for i in range(start, start + n)]
+        draw = lambda: np.stack([rng.random(H * W) for rng in rngs])  # noqa: E731
+        flat = maps[start:start + n].reshape(n, -1)
+        ranked = np.lexsort((draw(), -flat), axis=-1)  # highest first, random among ties
+        drop = np.array([summed_drop(ranked, k) for k in counts])
+        random_drop = np.zeros(len(counts))
+        for _ in range(n_random):
+            shuffled = np.argsort(draw(), axis=1)
+            random_drop += [summed_drop(shuffled, k) for k in counts]
+        return explainer.backend.to_numpy(base), drop, random_drop / n_random
 
-    flat = maps.reshape(N, -1)
-    ranked = np.lexsort((rng.random(flat.shape), -flat), axis=-1)  # highest first, random among ties
-    counts = [max(1, int(round(f * H * W))) for f in fractions]
-    drop = np.array([mean_drop(ranked, k) for k in counts])
-    random_drop = np.zeros(len(counts))
-    for _ in range(n_random):
-        shuffled = np.argsort(rng.random(flat.shape), axis=1)
-        random_drop += [mean_drop(shuffled, k) for k in counts]
-    random_drop /= n_random
-    return Faithfulness(fractions=fractions, confidence=explainer.backend.to_numpy(base),
-                        drop=drop, random_drop=random_drop)
+    class_idx_of = split_class_idx(class_idx, N)
+    parts = [batch_drops(explainer.to_input(x[start:start + batch_size]),
+                         class_idx_of(start, start + batch_size), start)
+             for start in range(0, N, batch_size)]
+    return Faithfulness(fractions=fractions, confidence=np.concatenate([p[0] for p in parts]),
+                        drop=sum(p[1] for p in parts) / N, random_drop=sum(p[2] for p in parts) / N)

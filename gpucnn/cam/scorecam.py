@@ -17,17 +17,11 @@ class ScoreCAM(BaseCAM):
     ReLU(sum_k w_k A^k). The paper's baseline score f^c(X_b) is the same for
     every channel and cancels in the softmax.
 
-    Cost: N * C extra images through the network, in batches of ``batch_size``
-    masked images.
+    Cost: N * C extra images through the network. ``batch_size`` bounds both
+    the images explained at once and the masked copies in one forward pass.
     """
 
     needs_gradient = False
-
-    def __init__(self, model, layer=None, batch_size: int = 128):
-        super().__init__(model, layer)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"ScoreCAM: batch_size must be a positive int, got {batch_size!r}")
-        self.batch_size = batch_size
 
     def _weights(self, A, dA, x, target):
         xp = self.backend.xp

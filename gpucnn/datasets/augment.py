@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arguments import as_int
+
 
 class RandomShift:
     """Shift every image by up to ``max_shift`` pixels in each direction, filling with zeros.
@@ -15,9 +17,7 @@ class RandomShift:
     """
 
     def __init__(self, max_shift: int = 1):
-        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-            raise ValueError(f"RandomShift: max_shift must be an int >= 0, got {max_shift!r}")
-        self.max_shift = max_shift
+        self.max_shift = as_int(max_shift, "max_shift", "RandomShift", minimum=0)
 
     def __call__(self, x, rng: np.random.Generator):
         if x.ndim != 4:
