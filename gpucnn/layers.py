@@ -24,6 +24,7 @@ import numpy as np
 from .arguments import as_float, as_int
 from .backend import get_backend
 from .backend.base import check_conv_activation
+from .backend.counter_rng import CounterRNG
 from .backend.geometry import ConvGeometry, PoolGeometry, check_nchw, pair
 from .random import as_generator
 
@@ -474,14 +475,22 @@ class Tanh(Layer):
 class Dropout(Layer):
     """Inverted dropout: in training, zero each element with probability p and scale the rest by 1/(1-p).
 
-    The mask is drawn on the host from the layer's own Generator, so the same
-    seed gives the same masks on every backend.
+    The masks are drawn on the device from a counter-based hash
+    (``backend.counter_rng.CounterRNG``) keyed by the layer's Generator, so a
+    mask costs no host-to-device copy and the same seed gives the same masks on
+    every backend. ``rng``: an int seed, a Generator or None (the package-wide
+    one); the keys are drawn from it at the first training forward, or at
+    ``reseed``, which the Trainer calls at the start of every epoch.
     """
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
         self.p = as_float(p, "p", f"Dropout(p={p!r})", low=0.0, high=1.0, high_open=True)
-        self.rng = as_generator(rng)
+        self.reseed(rng)
+
+    def reseed(self, rng) -> None:
+        """Start a new mask stream keyed from ``rng`` (an int seed, a Generator or None)."""
+        self.rng = CounterRNG(as_generator(rng))
 
     def get_config(self):
         return dict(p=self.p)
@@ -490,8 +499,8 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._cache = (None, x.shape)  # the identity
             return x
-        keep = self.rng.random(x.shape) >= self.p
-        scale = self.backend.asarray((keep / (1.0 - self.p)).astype(x.dtype))
+        keep = self.rng.keep_mask(self.backend.xp, x.shape, self.p)
+        scale = (keep / (1.0 - self.p)).astype(x.dtype)
         self._cache = (scale, x.shape)
         return x * scale
 

@@ -1,8 +1,20 @@
 """The training loop: ``Trainer.fit`` / ``evaluate`` / ``predict``, and the ``History`` it returns.
 
-The data set stays on the host as NumPy arrays; each batch is copied to the
-model's backend just before its forward pass, so a data set larger than the
-GPU's memory trains as well as a small one.
+The data set arrives on the host (NumPy arrays; CuPy arrays and other
+``__cuda_array_interface__`` objects are copied there). When it fits in
+``device_data_share`` of the device's free memory and no host augmentation is
+asked for, it is uploaded once per ``fit`` and each batch is gathered on the
+device; otherwise each batch is copied up just before its forward pass, so a
+data set larger than the GPU's memory trains as well as a small one.
+
+Host synchronisations. On a GPU every read of a device value by the host
+waits for the queued kernels. The loop therefore keeps the per-batch loss and
+correct-count on the device and reads them once at the end of the epoch (and
+at most once per ``progress_interval`` for the progress bar); validation reads
+its results once more. The labels of an epoch are uploaded in one copy, and
+Dropout draws its masks on the device. The non-finite-loss check runs on the
+values read back, so it still names the first bad batch (training has then
+gone on to the epoch's end, or to the next progress refresh).
 
 Determinism and resuming. Every random choice the loop makes is drawn from a
 Generator seeded by ``(seed, epoch, stream)``: the shuffling order of epoch
@@ -19,12 +31,15 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 
 import numpy as np
 
 from .arguments import as_int
 from .backend import get_backend
+from .backend.base import host_array
+from .layers import Dropout
 from .losses import BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy
 from .model import check_finite, check_state_arrays, open_checkpoint
 from .random import as_generator
@@ -33,6 +48,10 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time")
 
 # Independent random streams of one epoch: np.random.default_rng([seed, epoch, stream, ...]).
 _SHUFFLE, _DROPOUT, _AUGMENT = 0, 1, 2
+
+#: Seconds the first training step of a backend may take before fit says it is compiling kernels.
+COMPILE_NOTICE_AFTER = 1.0
+_warm_backends: set = set()  # names of the backends that have finished a training step in this process
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -96,9 +115,18 @@ class Trainer:
     ``Trainer(model, loss, optimizer, backend="auto")`` moves the model and the
     loss to ``backend`` ("cpu", "cuda", "cuda-emu" or "auto": cuda when a GPU is
     usable). The optimizer must have been built on ``model.parameters()``.
+    ``device_data_share`` in [0, 1]: the largest share of the device's free
+    memory the training set may take to be uploaded once per ``fit`` (0: copy
+    every batch up from the host). ``progress_interval``: the least number of
+    seconds between two reads of the running loss for the progress bar.
     """
 
-    def __init__(self, model, loss, optimizer, backend="auto"):
+    def __init__(self, model, loss, optimizer, backend="auto", device_data_share: float = 0.5):
+        if not isinstance(device_data_share, (int, float)) or not 0.0 <= device_data_share <= 1.0:
+            raise ValueError(f"Trainer: device_data_share must be a number in [0, 1], "
+                             f"got {device_data_share!r}")
+        self.device_data_share = float(device_data_share)
+        self.progress_interval = 0.5
         self.backend = get_backend(backend)
         self.model = model.to(self.backend)
         self.loss = loss.to(self.backend)
@@ -118,7 +146,7 @@ class Trainer:
             verbose: int = 1, initial_epoch: int = 0, augment=None) -> History:
         """Train for epochs ``initial_epoch .. epochs-1``; returns the ``History`` of all epochs.
 
-        x: (N, C, H, W) host array; y: (N,) integer labels for
+        x: (N, C, H, W) array (host, or a CUDA array, copied to the host first); y: (N,) integer labels for
         ``SoftmaxCrossEntropy``, or targets shaped like the model output (or (N,)
         for a single-logit model) for the other losses.
         ``validation_data=(x_val, y_val)``, or ``validation_split`` in [0, 1): the
@@ -163,6 +191,8 @@ class Trainer:
             self.history.truncate(initial_epoch)
         self.epoch, self.stop_training = initial_epoch, False
         callbacks = list(callbacks)
+        x_device = self._resident_inputs(x, augment)
+        notice = _CompileNotice(self.backend.name, enabled=bool(verbose))
 
         for cb in callbacks:
             cb.on_train_begin(self)
@@ -170,7 +200,11 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
             start = time.perf_counter()
-            loss, accuracy = self._train_epoch(x, y, epoch, epochs, batch_size, shuffle, augment, verbose)
+            try:
+                loss, accuracy = self._train_epoch(x, y, x_device, epoch, epochs, batch_size, shuffle,
+                                                   augment, verbose, notice)
+            finally:
+                notice.cancel()
             rate = len(x) / max(time.perf_counter() - start, 1e-9)
             logs = {"loss": loss, "accuracy": accuracy, "lr": self.optimizer.lr}
             if x_val is not None:
@@ -189,68 +223,93 @@ class Trainer:
             cb.on_train_end(self)
         return self.history
 
-    def _train_epoch(self, x, y, epoch, epochs, batch_size, shuffle, augment, verbose):
-        """One pass over (x, y); returns the sample-weighted mean loss and accuracy."""
+    def _train_epoch(self, x, y, x_device, epoch, epochs, batch_size, shuffle, augment, verbose, notice):
+        """One pass over (x, y); returns the sample-weighted mean loss and accuracy.
+
+        ``x_device``: x already on the device (batches gathered there), or None.
+        """
         n = len(x)
         order = (np.random.default_rng([self.seed, epoch, _SHUFFLE]).permutation(n)
                  if shuffle else np.arange(n))
         for i, layer in enumerate(self.model.layers):
-            if isinstance(getattr(layer, "rng", None), np.random.Generator):  # Dropout
-                layer.rng = np.random.default_rng([self.seed, epoch, _DROPOUT, i])
+            if isinstance(layer, Dropout):
+                layer.reseed(np.random.default_rng([self.seed, epoch, _DROPOUT, i]))
         augment_rng = np.random.default_rng([self.seed, epoch, _AUGMENT])
+        targets = self.backend.asarray(y[order])  # the epoch's labels, moved in one copy
+        order_device = None if x_device is None else self.backend.asarray(order)
         batches = math.ceil(n / batch_size)
-        bar = None
-        if verbose == 1:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=False,
-                       file=sys.stderr, dynamic_ncols=True)
-        total_loss = total_correct = 0.0
-        seen = 0
-        start = time.perf_counter()
+        stats = _BatchStats(self.backend, batches)
+        check = lambda upto: self._check_finite(stats.fetch(upto), epoch, batches)  # noqa: E731
+        progress = _Progress(verbose, n, f"epoch {epoch + 1}/{epochs}", self.progress_interval, check)
         try:
             for b in range(batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                if augment is not None:
-                    xb = augment(xb, augment_rng)
+                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                if x_device is not None:
+                    xb = x_device[order_device[lo:hi]]
+                else:
+                    xb = x[order[lo:hi]]
+                    if augment is not None:
+                        xb = augment(xb, augment_rng)
+                yb = targets[lo:hi]
                 self.model.zero_grad()
                 out = self.model.forward(xb, training=True)
-                value = self.loss.forward(out, self._target(yb, out))
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"the loss became {value} at epoch {epoch + 1}, batch {b + 1} of {batches} "
-                        f"(lr {self.optimizer.lr:g}); lower the learning rate or check the data "
-                        f"for NaN/inf")
+                if b == 0:
+                    self._check_labels(y, out)
+                value = self.loss.forward_device(out, self._target(yb, out))
                 self.model.backward(self.loss.backward())
                 self.optimizer.step()
-                total_loss += value * len(idx)
-                total_correct += self._correct(out, yb)
-                seen += len(idx)
-                if bar is not None:
-                    rate = seen / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix_str(f"loss {total_loss / seen:.4f} acc {total_correct / seen:.4f} "
-                                        f"{rate:.0f} img/s", refresh=False)
-                    bar.update(len(idx))
+                stats.record(b, value, self._correct(out, yb), hi - lo)
+                notice.step_done()
+                progress.batch_done(b, hi - lo)
         finally:
-            if bar is not None:
-                bar.close()
-        return total_loss / n, total_correct / n
+            progress.close()
+        loss, correct = check(batches)
+        return loss / n, correct / n
+
+    def _resident_inputs(self, x, augment):
+        """x uploaded once for the whole fit when it fits in ``device_data_share`` of the
+        device's free memory, or None (then batches are copied up one at a time: on a host
+        backend, with host augmentation, or for a data set too large)."""
+        if augment is not None or self.device_data_share == 0.0:
+            return None
+        free = self.backend.free_memory()
+        if free is None or x.size * self.model.dtype.itemsize > self.device_data_share * free:
+            return None
+        return self.backend.asarray(x, dtype=self.model.dtype)
+
+    def _check_finite(self, values: np.ndarray, epoch: int, batches: int) -> tuple[float, float]:
+        """Sums of loss x batch size and of correct counts over the host copy of per-batch values;
+        NonFiniteLossError naming the first batch whose loss is NaN or infinite."""
+        bad = np.flatnonzero(~np.isfinite(values[:, 0]))
+        if bad.size:
+            b = int(bad[0])
+            raise NonFiniteLossError(
+                f"the loss became {values[b, 0]} at epoch {epoch + 1}, batch {b + 1} of {batches} "
+                f"(lr {self.optimizer.lr:g}); lower the learning rate or check the data "
+                f"for NaN/inf")
+        return _BatchStats.totals(values)
 
     # --- evaluation ------------------------------------------------------------------------
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
         """Mean loss and accuracy over (x, y) in inference mode: ``{"loss": ..., "accuracy": ...}``.
 
-        Accuracy is NaN for losses without classes (MSELoss).
+        Accuracy is NaN for losses without classes (MSELoss). The results are
+        read from the device once, after the last batch.
         """
         x, y = self._check_data(x, y, "evaluate")
         batch_size = as_int(batch_size, "batch_size", "Trainer.evaluate", minimum=1)
-        total_loss = total_correct = 0.0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            out = self.model.forward(xb, training=False)
-            total_loss += self.loss.forward(out, self._target(yb, out)) * len(xb)
-            total_correct += self._correct(out, yb)
+        targets = self.backend.asarray(y)
+        batches = math.ceil(len(x) / batch_size)
+        stats = _BatchStats(self.backend, batches)
+        for b in range(batches):
+            lo, hi = b * batch_size, min(len(x), (b + 1) * batch_size)
+            out = self.model.forward(x[lo:hi], training=False)
+            if b == 0:
+                self._check_labels(y, out)
+            yb = targets[lo:hi]
+            stats.record(b, self.loss.forward_device(out, self._target(yb, out)), self._correct(out, yb), hi - lo)
+        total_loss, total_correct = _BatchStats.totals(stats.fetch(batches))
         return {"loss": total_loss / len(x), "accuracy": total_correct / len(x)}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
@@ -335,20 +394,25 @@ class Trainer:
             raise ValueError(f"Trainer.{where}: x has {len(x)} samples but y has {len(y)}")
         return x, y
 
+    def _check_labels(self, y, out) -> None:
+        """Check the values of all labels of a fit or evaluate on the host once, against the first
+        batch's output (the device loss then trusts them; see ``losses``)."""
+        self.loss.check_target(y, (len(y),) + tuple(out.shape[1:]))
+
     def _target(self, yb, out):
         """Labels as the loss wants them: (N,) ints for softmax, else shaped like the output."""
         if not isinstance(self.loss, SoftmaxCrossEntropy) and yb.size == out.size:
             return yb.reshape(out.shape).astype(out.dtype)
         return yb
 
-    def _correct(self, out, yb) -> float:
-        """How many samples of the batch the model classified right (NaN without classes)."""
+    def _correct(self, out, yb):
+        """How many samples of the batch the model classified right: a 0-d device array
+        (NaN without classes). ``yb``: the batch's labels on the device."""
         if isinstance(self.loss, SoftmaxCrossEntropy):
-            pred = self.backend.to_numpy(out.argmax(axis=1))
-            return float((pred == yb).sum())
+            return (out.argmax(axis=1) == yb).sum()
         if isinstance(self.loss, BinaryCrossEntropyWithLogits):
-            pred = self.backend.to_numpy(out > 0).reshape(len(yb), -1)
-            return float((pred == (yb.reshape(len(yb), -1) > 0.5)).mean(axis=1).sum())
+            n = len(yb)
+            return ((out > 0).reshape(n, -1) == (yb.reshape(n, -1) > 0.5)).mean(axis=1).sum()
         return math.nan
 
 
@@ -401,7 +465,7 @@ def _check_samples(data, name: str, where: str) -> np.ndarray:
     into a crash or silently drop the imaginary part); a scalar or an empty
     array is a ValueError. Messages name ``where`` and ``name``.
     """
-    array = np.asarray(data)
+    array = host_array(data)  # CuPy and cuda-emu arrays too, copied to the host
     if array.dtype.kind not in _REAL_KINDS:
         raise TypeError(f"{where}: {name} must hold real numbers, got dtype {array.dtype}")
     if array.ndim == 0:
@@ -410,6 +474,109 @@ def _check_samples(data, name: str, where: str) -> np.ndarray:
     if len(array) == 0:
         raise ValueError(f"{where}: {name} is empty (shape {array.shape}); need at least one sample")
     return array
+
+
+class _BatchStats:
+    """Per-batch (loss, correct count) kept on the device, read by the host in one copy."""
+
+    def __init__(self, backend, batches: int):
+        self.backend = backend
+        self.values = backend.xp.zeros((batches, 2), np.float64)
+        self.sizes = np.zeros(batches, np.int64)
+
+    def record(self, b: int, loss, correct, size: int) -> None:
+        """Store batch ``b``'s mean loss and correct count (device scalars; no synchronisation)."""
+        self.values[b, 0] = loss
+        self.values[b, 1] = correct
+        self.sizes[b] = size
+
+    def fetch(self, upto: int) -> np.ndarray:
+        """Host copy of the first ``upto`` batches: columns loss, correct, size (one synchronisation)."""
+        host = self.backend.to_numpy(self.values[:upto])
+        return np.column_stack([host, self.sizes[:upto]])
+
+    @staticmethod
+    def totals(values: np.ndarray) -> tuple[float, float]:
+        """Sum of loss x size and of correct counts, added batch by batch in float64, as a
+        host loop reading one float per batch would (so both loops give the same bits)."""
+        total_loss = total_correct = 0.0
+        for loss, correct, size in values.tolist():
+            total_loss += loss * int(size)
+            total_correct += correct
+        return total_loss, total_correct
+
+
+class _Progress:
+    """The per-epoch progress bar (verbose=1 with stderr on a terminal), else nothing.
+
+    It reads the running loss and accuracy from the device (``read(upto)``
+    returns the totals, and raises on a non-finite loss) at most once per
+    ``interval`` seconds; tqdm's own rate is the only rate it shows.
+    """
+
+    def __init__(self, verbose: int, total: int, desc: str, interval: float, read):
+        self.bar = None
+        self.read, self.interval, self.seen = read, interval, 0
+        if verbose == 1 and _is_terminal(sys.stderr):
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr,
+                            dynamic_ncols=True)
+        self.last = time.perf_counter()
+
+    def batch_done(self, b: int, size: int) -> None:
+        if self.bar is None:
+            return
+        self.seen += size
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            loss, correct = self.read(b + 1)
+            self.bar.set_postfix_str(f"loss {loss / self.seen:.4f} acc {correct / self.seen:.4f}",
+                                     refresh=False)
+        self.bar.update(size)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+class _CompileNotice:
+    """Prints "compiling kernels..." once if the first training step on a backend is slow.
+
+    The first use of the kernels compiles them (Numba, the emulator's g++,
+    NVRTC), which can make epoch 1 many times slower than the rest; a timer
+    says so after ``COMPILE_NOTICE_AFTER`` seconds instead of leaving the user
+    in silence. A backend that has finished a step in this process (any fit,
+    verbose or not) gets no timer; ``enabled`` False (verbose=0) prints nothing.
+    """
+
+    def __init__(self, backend_name: str, enabled: bool):
+        self.backend_name = backend_name
+        self.timer = None
+        if enabled and backend_name not in _warm_backends:
+            self.timer = threading.Timer(COMPILE_NOTICE_AFTER, self._say)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _say(self) -> None:
+        print(f"compiling kernels for the {self.backend_name} backend (first use)...", flush=True)
+
+    def step_done(self) -> None:
+        _warm_backends.add(self.backend_name)
+        self.cancel()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def format_epoch_line(epoch: int, epochs: int, logs: dict, rate: float) -> str:

@@ -1,12 +1,29 @@
 """Trainer: history, determinism, evaluate/predict against hand computation, divergence errors, checkpoints."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
 
 import gpucnn as gc
 from gpucnn.trainer import History, NonFiniteLossError, Trainer
+
+from conftest import backend_unavailable_reason
+
+#: The backend make_trainer builds on; ``trainer_backend`` sets it per test.
+TRAINER_BACKEND = "cpu"
+
+
+@pytest.fixture(autouse=True, params=["cpu", "cuda-emu"])
+def trainer_backend(request, monkeypatch):
+    """Every test here (and in test_callbacks, which imports this fixture) runs on the host
+    and on cuda-emu, whose CuPy-strict arrays catch host code that would break on a GPU."""
+    reason = backend_unavailable_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setattr(sys.modules[__name__], "TRAINER_BACKEND", request.param)
+    return request.param
 
 
 def blobs(n, seed, size=6):
@@ -29,7 +46,8 @@ def small_model(seed=0, dropout=True):
 
 def make_trainer(seed=0, lr=0.01, dropout=True, model=None):
     model = model or small_model(seed, dropout)
-    return Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=lr), backend="cpu")
+    return Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=lr),
+                   backend=TRAINER_BACKEND)
 
 
 def test_fit_returns_history_per_epoch_and_learns():
@@ -68,7 +86,7 @@ def test_same_seed_same_result_other_seed_differs():
 def test_evaluate_weights_uneven_batches_by_size():
     x, y = blobs(23, 3)
     trainer = make_trainer()
-    logits = trainer.model.forward(x, training=False).astype(np.float64)
+    logits = trainer.backend.to_numpy(trainer.model.forward(x, training=False)).astype(np.float64)
     log_p = logits - logits.max(1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
     expected_loss = -log_p[np.arange(23), y].mean()
@@ -83,7 +101,7 @@ def test_predict_gives_softmax_probabilities():
     x, _ = blobs(10, 4)
     trainer = make_trainer()
     probs = trainer.predict(x, batch_size=3)
-    logits = trainer.model.forward(x, training=False).astype(np.float64)
+    logits = trainer.backend.to_numpy(trainer.model.forward(x, training=False)).astype(np.float64)
     expected = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     assert probs.shape == (10, 3) and isinstance(probs, np.ndarray)
     np.testing.assert_allclose(probs, expected, rtol=1e-5)
@@ -99,7 +117,7 @@ def test_single_logit_binary_model_sigmoid_and_accuracy():
     history = trainer.fit(x, y, epochs=5, batch_size=10, seed=0, verbose=0)
     assert history.history["accuracy"][-1] > 0.9
     probs = trainer.predict(x)
-    z = model.forward(x, training=False).astype(np.float64)
+    z = trainer.backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-z)), rtol=1e-5)
     assert trainer.evaluate(x, y)["accuracy"] == pytest.approx(((z[:, 0] > 0) == (y == 1)).mean())
 

@@ -24,6 +24,27 @@ def check_conv_activation(activation, where: str = "conv2d_forward") -> None:
         raise ValueError(f"{where}: activation must be one of {CONV_ACTIVATIONS}, got {activation!r}")
 
 
+def host_array(a) -> np.ndarray:
+    """Any array-like as a host NumPy array: what the Trainer and Grad-CAM accept as input.
+
+    NumPy arrays and nested lists as ``np.asarray``; a ``cuda-emu`` device array
+    and anything with ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA
+    tensors, Numba device arrays) copied to the host (the latter through CuPy).
+    """
+    from .strict import StrictArray, asnumpy
+
+    if isinstance(a, StrictArray):
+        return asnumpy(a)
+    if hasattr(a, "__cuda_array_interface__"):
+        try:
+            import cupy
+        except ImportError as error:
+            raise TypeError(f"a {type(a).__name__} on a CUDA device needs CuPy to be copied to "
+                            f"the host; install it or pass a NumPy array") from error
+        return cupy.asnumpy(cupy.asarray(a))
+    return np.asarray(a)
+
+
 class Backend:
     """Base class of the ``cpu``, ``cuda`` and ``cuda-emu`` backends.
 
@@ -46,6 +67,14 @@ class Backend:
     def to_numpy(self, a) -> np.ndarray:
         """Return ``a`` as a NumPy array on the host."""
         return np.asarray(a)
+
+    def free_memory(self) -> int | None:
+        """Bytes free on the device for data, or None where arrays live in host memory anyway."""
+        return None
+
+    def host_syncs(self) -> int:
+        """How many device-to-host synchronisations this backend has seen (0: the host is the device)."""
+        return 0
 
     def synchronize(self) -> None:
         """Wait until all queued device work has finished (a no-op on the CPU)."""

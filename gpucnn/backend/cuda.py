@@ -17,6 +17,8 @@ written once, in ``CudaBackend``. It launches through a *launcher*::
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +83,29 @@ class CudaBackend(Backend):
         self._load_module = load_module
         self._synchronize = synchronize
         self._functions: dict = {}
+        self._to_numpy_copies = 0
 
     def to_numpy(self, a) -> np.ndarray:
-        """Return ``a`` as a NumPy array on the host (a device-to-host copy under CuPy)."""
-        return getattr(self.xp, "asnumpy", np.asarray)(a)
+        """Return ``a`` as a NumPy array on the host (a device-to-host copy, counted in ``host_syncs``)."""
+        if isinstance(a, self.xp.ndarray):
+            self._to_numpy_copies += 1
+        return self.xp.asnumpy(a)
+
+    def host_syncs(self) -> int:
+        """Device-to-host crossings so far. On ``cuda-emu`` the strict arrays count every one
+        (``to_numpy``, ``float(a)``, ``int(a)``, ``bool(a)``, ``a.item()``); under CuPy only the
+        ``to_numpy`` copies are seen (``float`` of a CuPy array cannot be intercepted)."""
+        strict_count = getattr(self.xp, "host_syncs", None)
+        return strict_count() if strict_count is not None else self._to_numpy_copies
+
+    def free_memory(self) -> int:
+        """Bytes free for new arrays: the device's free memory plus CuPy's cached blocks;
+        on ``cuda-emu`` the host memory still available, which is where its arrays live."""
+        cuda = getattr(self.xp, "cuda", None)
+        if cuda is None:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        free, _total = cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
     def synchronize(self) -> None:
         """Wait until every launched kernel has finished."""
@@ -241,7 +262,12 @@ def cupy_cuda_backend() -> CudaBackend:
 
 
 def make_emulated_cuda_backend() -> CudaBackend:
-    """The ``cuda-emu`` backend: NumPy arrays, the same kernels compiled by g++ and run on the CPU."""
-    from .emulator import load_module
+    """The ``cuda-emu`` backend: the same kernels compiled by g++ and run on the CPU.
 
-    return CudaBackend("cuda-emu", np, load_module)
+    Its arrays are CuPy-strict (``strict.StrictArray``): NumPy refuses them as it
+    refuses CuPy arrays, so host code that would break on a GPU breaks here too.
+    """
+    from .emulator import load_module
+    from .strict import strict_launcher, strict_numpy
+
+    return CudaBackend("cuda-emu", strict_numpy, strict_launcher(load_module))
