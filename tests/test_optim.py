@@ -8,15 +8,15 @@ import pytest
 import gpucnn as gc
 
 
-def _model(seed=0):
-    return gc.Sequential([gc.Dense(4, 3, rng=seed), gc.Tanh(), gc.Dense(3, 2, rng=seed + 1)])
+def _model(seed=0, backend="cpu"):
+    return gc.Sequential([gc.Dense(4, 3, rng=seed), gc.Tanh(), gc.Dense(3, 2, rng=seed + 1)]).to(backend)
 
 
 def _run(model, optimizer, steps, rng_seed=0):
     rng = np.random.default_rng(rng_seed)
     x = rng.standard_normal((8, 4)).astype(np.float32)
     y = rng.integers(0, 2, 8)
-    loss = gc.SoftmaxCrossEntropy()
+    loss = gc.SoftmaxCrossEntropy().to(model.backend)
     for _ in range(steps):
         model.zero_grad()
         loss.forward(model.forward(x), y)
@@ -45,15 +45,16 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_optimizer_matches_pytorch(name):
+def test_optimizer_matches_pytorch(name, backend):
     torch = pytest.importorskip("torch")
     ours_factory, torch_factory = OPTIMIZERS[name]
-    model = _model()
+    model = _model(backend=backend)
+    host = backend.to_numpy
     tmodel = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
     with torch.no_grad():
         for tl, ol in zip((tmodel[0], tmodel[2]), (model.layers[0], model.layers[2])):
-            tl.weight.copy_(torch.tensor(ol.params["W"]))
-            tl.bias.copy_(torch.tensor(ol.params["b"]))
+            tl.weight.copy_(torch.tensor(host(ol.params["W"])))
+            tl.bias.copy_(torch.tensor(host(ol.params["b"])))
     _run(model, ours_factory(model.parameters()), steps=5)
     topt = torch_factory(tmodel.parameters(), torch)
     rng = np.random.default_rng(0)
@@ -63,25 +64,26 @@ def test_optimizer_matches_pytorch(name):
         topt.zero_grad()
         torch.nn.functional.cross_entropy(tmodel(x), y).backward()
         topt.step()
-    np.testing.assert_allclose(model.layers[0].params["W"], tmodel[0].weight.detach().numpy(),
+    np.testing.assert_allclose(host(model.layers[0].params["W"]), tmodel[0].weight.detach().numpy(),
                                rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.layers[2].params["b"], tmodel[2].bias.detach().numpy(),
+    np.testing.assert_allclose(host(model.layers[2].params["b"]), tmodel[2].bias.detach().numpy(),
                                rtol=1e-4, atol=1e-6)
 
 
-def test_sgd_step_is_w_minus_lr_grad():
-    model = _model()
-    before = model.layers[0].params["W"].copy()
+def test_sgd_step_is_w_minus_lr_grad(backend):
+    model = _model(backend=backend)
+    host = backend.to_numpy
+    before = host(model.layers[0].params["W"]).copy()
     opt = gc.SGD(model.parameters(), lr=0.5)
     _run(model, opt, steps=0)
     model.zero_grad()
-    loss = gc.SoftmaxCrossEntropy()
+    loss = gc.SoftmaxCrossEntropy().to(model.backend)
     x = np.ones((2, 4), np.float32)
     loss.forward(model.forward(x), np.array([0, 1]))
     model.backward(loss.backward())
-    grad = model.layers[0].grads["W"].copy()
+    grad = host(model.layers[0].grads["W"]).copy()
     opt.step()
-    np.testing.assert_allclose(model.layers[0].params["W"], before - 0.5 * grad, rtol=1e-6)
+    np.testing.assert_allclose(host(model.layers[0].params["W"]), before - 0.5 * grad, rtol=1e-6)
 
 
 def _published_adam_step(w, g, m, v, t, lr, betas, eps, weight_decay, decoupled):
@@ -130,8 +132,8 @@ def test_adam_follows_the_published_update(cls, eps, weight_decay):
             moments[i] = (m, v)
 
 
-def test_state_dict_round_trip_continues_identically():
-    a, b = _model(), _model()
+def test_state_dict_round_trip_continues_identically(backend):
+    a, b = _model(backend=backend), _model(backend=backend)
     opt_a = gc.Adam(a.parameters(), lr=0.01)
     _run(a, opt_a, steps=3)
     b.load_state_arrays(a.state_arrays())

@@ -142,14 +142,14 @@ class StrictArray:
 
 def _binary(op):
     def forward(self, other):
-        return _wrap(op(self._data, _unwrap(other)))
+        return _wrap(op(self._data, _operand(other)))
 
     def reflected(self, other):
-        return _wrap(op(_unwrap(other), self._data))
+        return _wrap(op(_operand(other), self._data))
 
     def in_place(self, other):
         # NumPy writes into the same buffer, so every view of this array sees the update
-        self._data = _INPLACE[op](self._data, _unwrap(other))
+        self._data = _INPLACE[op](self._data, _operand(other))
         return self
 
     return forward, reflected, in_place
@@ -185,13 +185,31 @@ StrictArray.__hash__ = None  # arrays are mutable, as NumPy's and CuPy's
 # --- wrapping and unwrapping ---------------------------------------------------------------------
 
 def _unwrap(value):
-    """NumPy's view of ``value``: StrictArray -> its buffer, inside tuples/lists/dicts too."""
+    """NumPy's view of ``value``: StrictArray -> its buffer, inside tuples/lists/dicts too.
+
+    For indices and assigned values, where CuPy takes host arrays as well.
+    """
     if type(value) is StrictArray:
         return value._data
     if type(value) in (tuple, list):
         return type(value)(_unwrap(v) for v in value)
     if type(value) is dict:
         return {k: _unwrap(v) for k, v in value.items()}
+    return value
+
+
+def _operand(value):
+    """``_unwrap`` for the operands of arithmetic and xp functions, which refuse host arrays
+    as CuPy's do (``cupy_array + numpy_array`` is a TypeError): a host array must be uploaded."""
+    if type(value) is StrictArray:
+        return value._data
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"a NumPy array of shape {value.shape} meets a cuda-emu device array: upload "
+                        f"it with backend.asarray first (CuPy refuses host arrays as operands)")
+    if type(value) in (tuple, list):
+        return type(value)(_operand(v) for v in value)
+    if type(value) is dict:
+        return {k: _operand(v) for k, v in value.items()}
     return value
 
 
@@ -210,7 +228,7 @@ def _wrap(value):
 
 def _wrapped_function(function):
     def call(*args, **kwargs):
-        return _wrap(function(*_unwrap(args), **_unwrap(kwargs)))
+        return _wrap(function(*_operand(args), **_operand(kwargs)))
 
     call.__name__ = getattr(function, "__name__", "function")
     call.__doc__ = getattr(function, "__doc__", None)
@@ -281,6 +299,11 @@ class _StrictNumpy:
             return a if data is a._data else StrictArray(data)
         _refuse_foreign(a)
         return StrictArray(np.array(a, dtype=dtype, order=order or "K", copy=True))
+
+    def array(self, a, dtype=None, copy=True, order="K"):
+        """A new StrictArray holding ``a`` (host data or a StrictArray)."""
+        _refuse_foreign(a)
+        return StrictArray(np.array(_unwrap(a), dtype=dtype, order=order, copy=True))
 
     def ascontiguousarray(self, a, dtype=None):
         """``a`` as a C-contiguous StrictArray (uploaded with a copy when it is host data)."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arguments import as_int
+from ..backend.base import host_array
 from ..layers import BatchNorm2D, Conv2D, Layer, LeakyReLU, ReLU
 from .imageops import scale_to_unit, upsample_bilinear
 from .targets import resolve_target
@@ -121,9 +122,10 @@ class Explainer:
         return self.model.backend
 
     def check_images(self, x):
-        """x (N, C, H, W) with N >= 1 -- host or backend array, or nested lists -- left where it is."""
-        if not hasattr(x, "ndim"):
-            x = np.asarray(x)
+        """x (N, C, H, W) with N >= 1: a backend array, left where it is, or a host array, nested
+        lists or another device's array (CuPy, anything with ``__cuda_array_interface__``), on the host."""
+        if not isinstance(x, self.backend.xp.ndarray):
+            x = host_array(x)
         if x.ndim != 4 or x.shape[0] == 0:
             raise ValueError(f"{type(self).__name__}: expected images of shape (N, C, H, W) with N >= 1, "
                              f"got shape {tuple(x.shape)}")

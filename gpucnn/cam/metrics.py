@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arguments import as_int
+from ..backend.base import host_array
 from .base import Explainer, split_class_idx
 from .imageops import gaussian_blur
 from .targets import ClassTarget, resolve_target
@@ -33,7 +34,7 @@ def pointing_game(maps, masks, tolerance: float = 0) -> np.ndarray:
     images (about 7% of the side). ``tolerance=0`` asks for the peak to lie
     exactly on the object. An all-zero map points nowhere and counts as a miss.
     """
-    maps, masks = np.asarray(maps), np.asarray(masks, dtype=bool)
+    maps, masks = host_array(maps), host_array(masks).astype(bool, copy=False)
     if maps.ndim != 3 or maps.shape != masks.shape:
         raise ValueError(f"pointing_game: maps {maps.shape} and masks {masks.shape} must both be (N, H, W)")
     if tolerance < 0:
@@ -96,7 +97,7 @@ def faithfulness(model, x, maps, class_idx=None, fractions=(0.05, 0.1, 0.2, 0.3)
     explainer = Explainer(model, batch_size)
     x = explainer.check_images(x)
     N, C, H, W = x.shape
-    maps = np.asarray(maps)
+    maps = host_array(maps)
     if maps.shape != (N, H, W):
         raise ValueError(f"faithfulness: maps have shape {maps.shape}; expected (N, H, W) = {(N, H, W)} "
                          f"for images of shape {tuple(x.shape)}")
