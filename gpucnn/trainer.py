@@ -122,7 +122,8 @@ class Trainer:
     """
 
     def __init__(self, model, loss, optimizer, backend="auto", device_data_share: float = 0.5):
-        if not isinstance(device_data_share, (int, float)) or not 0.0 <= device_data_share <= 1.0:
+        if (isinstance(device_data_share, bool) or not isinstance(device_data_share, (int, float))
+                or not 0.0 <= device_data_share <= 1.0):
             raise ValueError(f"Trainer: device_data_share must be a number in [0, 1], "
                              f"got {device_data_share!r}")
         self.device_data_share = float(device_data_share)
@@ -146,8 +147,8 @@ class Trainer:
             verbose: int = 1, initial_epoch: int = 0, augment=None) -> History:
         """Train for epochs ``initial_epoch .. epochs-1``; returns the ``History`` of all epochs.
 
-        x: (N, C, H, W) array (host, or a CUDA array, copied to the host first); y: (N,) integer labels for
-        ``SoftmaxCrossEntropy``, or targets shaped like the model output (or (N,)
+        x: (N, C, H, W) array (on the host, or a CUDA array, copied to the host
+        first); y: (N,) integer labels for ``SoftmaxCrossEntropy``, or targets shaped like the model output (or (N,)
         for a single-logit model) for the other losses.
         ``validation_data=(x_val, y_val)``, or ``validation_split`` in [0, 1): the
         last fraction of x/y (before shuffling) is held out, as Keras does.
@@ -239,8 +240,11 @@ class Trainer:
         order_device = None if x_device is None else self.backend.asarray(order)
         batches = math.ceil(n / batch_size)
         stats = _BatchStats(self.backend, batches)
-        check = lambda upto: self._check_finite(stats.fetch(upto), epoch, batches)  # noqa: E731
-        progress = _Progress(verbose, n, f"epoch {epoch + 1}/{epochs}", self.progress_interval, check)
+
+        def read_totals(upto):  # one host synchronisation
+            return self._check_finite(stats.fetch(upto), epoch, batches)
+
+        progress = _Progress(verbose, n, f"epoch {epoch + 1}/{epochs}", self.progress_interval, read_totals)
         try:
             for b in range(batches):
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
@@ -263,7 +267,7 @@ class Trainer:
                 progress.batch_done(b, hi - lo)
         finally:
             progress.close()
-        loss, correct = check(batches)
+        loss, correct = read_totals(batches)
         return loss / n, correct / n
 
     def _resident_inputs(self, x, augment):

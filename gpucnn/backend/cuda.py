@@ -84,12 +84,13 @@ class CudaBackend(Backend):
         self._synchronize = synchronize
         self._functions: dict = {}
         self._to_numpy_copies = 0
+        self._zero_biases: dict = {}
 
     def to_numpy(self, a) -> np.ndarray:
         """Return ``a`` as a NumPy array on the host (a device-to-host copy, counted in ``host_syncs``)."""
         if isinstance(a, self.xp.ndarray):
             self._to_numpy_copies += 1
-        return self.xp.asnumpy(a)
+        return getattr(self.xp, "asnumpy", np.asarray)(a)
 
     def host_syncs(self) -> int:
         """Device-to-host crossings so far. On ``cuda-emu`` the strict arrays count every one
@@ -129,6 +130,15 @@ class CudaBackend(Backend):
         """The arrays C-contiguous, as the kernels index them (no copy when they already are)."""
         return tuple(self.xp.ascontiguousarray(a) for a in arrays)
 
+    def _zero_bias(self, size: int, dtype):
+        """(size,) zeros of ``dtype``, made once and kept: the kernels only read a bias, and an
+        allocation per launch would be a needless device call in every training step."""
+        key = (size, np.dtype(dtype))
+        zeros = self._zero_biases.get(key)
+        if zeros is None:
+            zeros = self._zero_biases[key] = self.xp.zeros(size, dtype)
+        return zeros
+
     def function(self, source: str, name: str):
         """The kernel ``name`` of ``kernels/<source>``, compiled once and cached: ``f(grid, block, args)``."""
         key = (source, name)
@@ -160,7 +170,7 @@ class CudaBackend(Backend):
 
         def direct(y):
             # The direct kernel always adds b[k]: zeros stand in for a missing bias.
-            bias = self.xp.zeros(geom.K, dtype) if b is None else b
+            bias = self._zero_bias(geom.K, dtype) if b is None else b
             self._launch(CONV_SOURCE, "conv2d_forward_direct", dtype, _size(geom.y_shape),
                          (x, w, bias, y) + args)
 
