@@ -27,19 +27,21 @@ _M1, _M2 = 0x7FEB352D, 0x846CA68B
 
 
 def lowbias32(h, xp=None):
-    """The lowbias32 hash of uint32 ``h``: an ``xp`` array, or a Python int when ``xp`` is None."""
+    """The lowbias32 hash of uint32 ``h``: an ``xp`` array (overwritten), or a Python int when ``xp`` is None."""
     if xp is None:
         h ^= h >> 16
         h = (h * _M1) & _MASK32
         h ^= h >> 15
         h = (h * _M2) & _MASK32
         return h ^ (h >> 16)
-    # uint32 scalars keep every operation in uint32, where products wrap mod 2**32
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(_M1)
-    h = h ^ (h >> np.uint32(15))
-    h = h * np.uint32(_M2)
-    return h ^ (h >> np.uint32(16))
+    # uint32 scalars keep every operation in uint32, where products wrap mod 2**32;
+    # in place, as ``h`` is always a temporary of ``bits``
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(_M1)
+    h ^= h >> np.uint32(15)
+    h *= np.uint32(_M2)
+    h ^= h >> np.uint32(16)
+    return h
 
 
 class CounterRNG:
@@ -63,8 +65,12 @@ class CounterRNG:
         key0, key1 = self._keys
         stream = lowbias32(key0 ^ lowbias32((self.draws & _MASK32) ^ key1))
         self.draws += 1
-        j = xp.arange(size, dtype=np.uint32)
-        return lowbias32(lowbias32(j * np.uint32(_GOLDEN) + np.uint32(stream), xp) ^ np.uint32(key1), xp)
+        h = xp.arange(size, dtype=np.uint32)
+        h *= np.uint32(_GOLDEN)
+        h += np.uint32(stream)
+        h = lowbias32(h, xp)
+        h ^= np.uint32(key1)
+        return lowbias32(h, xp)
 
     def keep_mask(self, xp, shape, p: float):
         """A bool ``xp`` array of ``shape``, each element True with probability 1 - p (to 2**-24).
