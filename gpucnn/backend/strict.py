@@ -198,11 +198,17 @@ def _unwrap(value):
     return value
 
 
+_PLAIN = frozenset((int, float, bool, str, type(None), slice, type(Ellipsis), np.dtype))
+
+
 def _operand(value):
     """``_unwrap`` for the operands of arithmetic and xp functions, which refuse host arrays
     as CuPy's do (``cupy_array + numpy_array`` is a TypeError): a host array must be uploaded."""
-    if type(value) is StrictArray:
+    kind = type(value)
+    if kind is StrictArray:
         return value._data
+    if kind in _PLAIN:
+        return value
     if isinstance(value, np.ndarray):
         raise TypeError(f"a NumPy array of shape {value.shape} meets a cuda-emu device array: upload "
                         f"it with backend.asarray first (CuPy refuses host arrays as operands)")
@@ -227,12 +233,33 @@ def _wrap(value):
 
 
 def _wrapped_function(function):
+    """``function`` (a NumPy function or a bound ndarray method) taking and returning device arrays."""
     def call(*args, **kwargs):
-        return _wrap(function(*_operand(args), **_operand(kwargs)))
+        if kwargs:
+            kwargs = {k: _operand(v) for k, v in kwargs.items()}
+        return _wrap(function(*map(_operand, args), **kwargs))
 
     call.__name__ = getattr(function, "__name__", "function")
-    call.__doc__ = getattr(function, "__doc__", None)
     return call
+
+
+def _method(name):
+    """The ndarray method ``name`` as a StrictArray method (a class attribute: no per-call lookup)."""
+    def method(self, *args, **kwargs):
+        if kwargs:
+            kwargs = {k: _operand(v) for k, v in kwargs.items()}
+        return _wrap(getattr(self._data, name)(*map(_operand, args), **kwargs))
+
+    method.__name__ = name
+    method.__doc__ = f"``numpy.ndarray.{name}`` on the device; array results stay device arrays."
+    return method
+
+
+# The methods host code calls in every step; the rarer ones go through __getattr__.
+for _name in ("all", "any", "argmax", "argmin", "astype", "clip", "copy", "cumsum", "dot", "fill",
+              "max", "mean", "min", "nonzero", "prod", "ravel", "repeat", "reshape", "squeeze", "std",
+              "sum", "swapaxes", "take", "transpose", "var"):
+    setattr(StrictArray, _name, _method(_name))
 
 
 def unwrap(value):
@@ -268,27 +295,20 @@ def asnumpy(a) -> np.ndarray:
 class _StrictNumpy:
     """NumPy's namespace with device semantics: functions take and return ``StrictArray``.
 
-    Types (``float32``, ``dtype``), constants and submodule-free names pass
-    through unchanged; every other callable is wrapped once and cached.
+    Types (``float32``, ``dtype``) and constants pass through unchanged; every
+    other callable is wrapped on first use and kept.
     """
 
     __name__ = "gpucnn.backend.strict (NumPy as a strict device)"
     ndarray = StrictArray
 
-    def __init__(self):
-        self._cache = {}
-
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # called once per name: the result is kept as an attribute
         if name.startswith("__"):
             raise AttributeError(name)
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
         attribute = getattr(np, name)
         if callable(attribute) and not isinstance(attribute, type):
             attribute = _wrapped_function(attribute)
-        self._cache[name] = attribute
+        setattr(self, name, attribute)
         return attribute
 
     def asarray(self, a, dtype=None, order=None):
