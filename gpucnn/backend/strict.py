@@ -232,12 +232,17 @@ def _wrap(value):
     return value
 
 
+def _call(function, args: tuple, kwargs: dict):
+    """``function(*args, **kwargs)`` on the buffers of device arrays, its arrays wrapped back."""
+    if kwargs:
+        kwargs = {k: _operand(v) for k, v in kwargs.items()}
+    return _wrap(function(*map(_operand, args), **kwargs))
+
+
 def _wrapped_function(function):
     """``function`` (a NumPy function or a bound ndarray method) taking and returning device arrays."""
     def call(*args, **kwargs):
-        if kwargs:
-            kwargs = {k: _operand(v) for k, v in kwargs.items()}
-        return _wrap(function(*map(_operand, args), **kwargs))
+        return _call(function, args, kwargs)
 
     call.__name__ = getattr(function, "__name__", "function")
     return call
@@ -246,9 +251,7 @@ def _wrapped_function(function):
 def _method(name):
     """The ndarray method ``name`` as a StrictArray method (a class attribute: no per-call lookup)."""
     def method(self, *args, **kwargs):
-        if kwargs:
-            kwargs = {k: _operand(v) for k, v in kwargs.items()}
-        return _wrap(getattr(self._data, name)(*map(_operand, args), **kwargs))
+        return _call(getattr(self._data, name), args, kwargs)
 
     method.__name__ = name
     method.__doc__ = f"``numpy.ndarray.{name}`` on the device; array results stay device arrays."
