@@ -22,13 +22,14 @@ import numpy as np
 
 from . import run_folder
 
-DATASETS = ("digits", "mnist", "shapes")
+DATASETS = ("digits", "mnist", "shapes", "jets")
 
 # Settings per data set that the command-line defaults take (each can be overridden).
 DATASET_DEFAULTS = {
     "digits": {"epochs": 20, "shift": 1},
     "mnist": {"epochs": 5, "shift": 0},
     "shapes": {"epochs": 10, "shift": 0},
+    "jets": {"epochs": 6, "shift": 0},
 }
 SHAPES_TRAIN, SHAPES_TEST, SHAPES_SIZE = 2000, 500, 32
 DEFAULT_LR = 2e-3
@@ -40,6 +41,7 @@ EXTERNAL_COMMANDS = {
     "gradcam": ("gpucnn.cam_cli", "Grad-CAM heat maps of a trained model"),
     "bench": ("gpucnn.bench.cli", "time kernels and training against references"),
     "selftest": ("gpucnn.selftest", "check kernels, training and Grad-CAM on a GPU against the CPU"),
+    "jets": ("gpucnn.jets_cli", "top-quark and QCD jet images: generate, compare DNN and CNNs, explain"),
 }
 
 
@@ -68,6 +70,9 @@ def load_dataset(name: str, data_path: str | None, limit: int | None = None):
         x, y, _ = datasets.make_shapes(SHAPES_TRAIN, size=SHAPES_SIZE, seed=0)
         xt, yt, _ = datasets.make_shapes(SHAPES_TEST, size=SHAPES_SIZE, seed=1)
         train, test, class_names = (x, y), (xt, yt), list(SHAPE_NAMES)
+    elif name == "jets":
+        from .jets_cli import load_jets_dataset
+        train, test, class_names = load_jets_dataset(data_path)
     else:
         raise CommandError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if limit is not None:

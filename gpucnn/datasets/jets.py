@@ -150,20 +150,25 @@ def jet_image(pt, eta, phi, charged=None, size: int = 40, extent: float = 0.8, c
     return image.astype(np.float32)
 
 
-def standardize(x_train, *others, epsilon: float = 1e-3):
+def standardize(x_train, *others, regulator: float = 0.05):
     """Per-pixel standardisation with the statistics of the training split only.
 
     x_train: (N, C, H, W); others: arrays of shape (M, C, H, W). Returns the
-    list ``[x_train', *others']`` of float32 arrays ``(x - mean) / (std +
-    epsilon)``, mean and std over x_train's images per channel and pixel.
-    ``epsilon`` keeps pixels that are (almost) never hit in training from
-    blowing up a test jet that hits them.
+    list ``[x_train', *others']`` of float32 arrays ``(x - mean) / (std + r)``,
+    mean and std over x_train's images per channel and pixel, and r =
+    ``regulator`` times the largest pixel std of the channel: pixels that
+    are (almost) never hit in training would otherwise turn one stray
+    particle of a test jet into a value of hundreds.
     """
     x_train = np.asarray(x_train)
     if x_train.ndim != 4:
         raise ValueError(f"standardize: x_train must be (N, C, H, W), got shape {x_train.shape}")
+    if not float(regulator) > 0:
+        raise ValueError(f"standardize: regulator must be positive, got {regulator!r}")
     mean = x_train.mean(axis=0, dtype=np.float64)
-    scale = x_train.std(axis=0, dtype=np.float64) + epsilon
+    std = x_train.std(axis=0, dtype=np.float64)
+    scale = std + float(regulator) * std.max(axis=(1, 2), keepdims=True)
+    scale[scale == 0] = 1.0  # a channel that is zero everywhere stays zero
     out = []
     for i, x in enumerate((x_train,) + others):
         x = np.asarray(x)
@@ -397,11 +402,12 @@ def generate_to_file(path, n_per_class: int, processes=PROCESSES, pt_range=(550,
     os.makedirs(directory, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".npz.partial", dir=directory)
     os.close(fd)
-    bar = tqdm(total=total, unit="jet", desc=f"generating jets ({workers} workers)", disable=not progress)
+    bar = tqdm(total=total, unit="jet", desc=f"generating jets ({workers} workers)", disable=not progress,
+               mininterval=0.5 if os.isatty(2) else 30.0)  # a log file gets a line every 30 s, not a stream
     done = threading.Event()
 
     def follow_counter():
-        while not done.wait(0.25):
+        while not done.wait(0.5):
             bar.update(counter.value - bar.n)
 
     follower = threading.Thread(target=follow_counter, daemon=True)
