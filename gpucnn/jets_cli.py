@@ -124,8 +124,10 @@ def mass_likelihood_ratio(mass_train, y_train, mass_test) -> np.ndarray:
     return np.where(total > 0, top[bins] / np.where(total > 0, total, 1.0), 0.5)
 
 
-def train_variant(model_name, train, test, args):
-    """Train ``model_name`` on ``train``; returns (model, summary dict, test scores)."""
+def train_variant(model_name, train, test, epochs: int = 6, batch_size: int = 128, lr: float = 1e-3,
+                  seed: int = 0, backend="auto", verbose: int = 2):
+    """Train zoo model ``model_name`` on ``train`` = (x (N, C, H, W), y (N,)) with Adam and a cosine
+    schedule, score ``test``; returns (model, summary dict, P(top) of the test jets (M,))."""
     import gpucnn as gc
 
     from .models import build_model
@@ -134,17 +136,16 @@ def train_variant(model_name, train, test, args):
     x_train, y_train = train
     x_test, y_test = test
     c, h, w = x_train.shape[1:]
-    model = build_model(model_name, c, 2, (h, w), rng=args.seed)
-    trainer = Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=args.lr),
-                      backend=args.backend)
+    model = build_model(model_name, c, 2, (h, w), rng=seed)
+    trainer = Trainer(model, gc.SoftmaxCrossEntropy(), gc.Adam(model.parameters(), lr=lr), backend=backend)
     start = time.perf_counter()
-    trainer.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                callbacks=[gc.LearningRateScheduler(gc.CosineLR(args.epochs))], verbose=0 if args.quiet else 2)
+    trainer.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, seed=seed,
+                callbacks=[gc.LearningRateScheduler(gc.CosineLR(epochs))], verbose=verbose)
     seconds = time.perf_counter() - start
     scores = trainer.predict(x_test)[:, 1]
     summary = scores_summary(y_test, scores)
     summary.update(model=model_name, parameters=int(sum(np.prod(p.value.shape) for p in model.parameters())),
-                   seconds=round(seconds, 1), backend=trainer.backend.name, epochs=args.epochs)
+                   seconds=round(seconds, 1), backend=trainer.backend.name, epochs=epochs)
     return model, summary, scores
 
 
@@ -305,14 +306,28 @@ def run_compare(args) -> int:
         raise CommandError("--epochs, --batch-size and --lr must be positive")
     set_threads(args.threads)
     images, labels, info = load_or_generate(args.data)
+    compare(images, labels, info, args.out, cnn=args.model, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, backend=args.backend, verbose=0 if args.quiet else 2)
+    return 0
+
+
+def compare(images, labels, info, out: str, cnn: str = "jet-small", epochs: int = 6, batch_size: int = 128,
+            lr: float = 1e-3, seed: int = 0, backend="auto", verbose: int = 2) -> dict:
+    """Train the DNN, the CNN on 1 channel and on 3 channels on one split; returns the rows of the table.
+
+    images (N, 3, H, W), labels (N,), info with ``mass`` (from ``generate``).
+    Writes to ``out``: roc.png, compare.md, compare.json and the models
+    dnn1.npz, cnn1.npz, cnn3.npz; prints the table.
+    """
     print(f"{len(labels)} jets ({int(labels.sum())} top), {images.shape[1]} channels of "
           f"{images.shape[2]}x{images.shape[3]}; {_physics_sanity(info, labels)}")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     rows, curves = {}, {}
     for name, model_name, channels in VARIANTS:
-        train, test, (train_idx, test_idx) = split(images, labels, channels, args.seed)
-        model, summary, scores = train_variant(model_name or args.model, train, test, args)
-        model.save(os.path.join(args.out, f"{model_name or 'cnn'}{channels}.npz"))
+        train, test, (train_idx, test_idx) = split(images, labels, channels, seed)
+        model, summary, scores = train_variant(model_name or cnn, train, test, epochs, batch_size, lr, seed,
+                                               backend, verbose)
+        model.save(os.path.join(out, f"{model_name or 'cnn'}{channels}.npz"))
         rows[name], curves[name] = summary, (test[1], scores)
         print(f"{name}: AUC {summary['auc']:.4f}, accuracy {summary['accuracy']:.4f}, "
               f"1/eps_B {summary['rejection_30']:.0f} at 30%, {summary['rejection_50']:.0f} at 50%, "
@@ -322,16 +337,15 @@ def run_compare(args) -> int:
     curves["jet mass alone"] = (labels[test_idx], mass_scores)
     print(f"jet mass alone (likelihood ratio): AUC {rows['jet mass alone']['auc']:.4f}")
 
-    plot_rocs(curves, os.path.join(args.out, "roc.png"))
+    plot_rocs(curves, os.path.join(out, "roc.png"))
     table = markdown_table(rows, len(train_idx), len(test_idx))
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
+    with open(os.path.join(out, "compare.md"), "w") as f:
         f.write(table)
-    with open(os.path.join(args.out, "compare.json"), "w") as f:
-        json.dump({"rows": rows, "seed": args.seed, "data": args.data or DEFAULT_DATA,
-                   "cnn": args.model, "sanity": _physics_sanity(info, labels)}, f, indent=1)
+    with open(os.path.join(out, "compare.json"), "w") as f:
+        json.dump({"rows": rows, "seed": seed, "cnn": cnn, "sanity": _physics_sanity(info, labels)}, f, indent=1)
     print(table)
-    print(f"wrote {args.out}/: roc.png, compare.md, compare.json, dnn1.npz, cnn1.npz, cnn3.npz")
-    return 0
+    print(f"wrote {out}/: roc.png, compare.md, compare.json, dnn1.npz, cnn1.npz, cnn3.npz")
+    return rows
 
 
 def markdown_table(rows: dict, n_train: int, n_test: int) -> str:
@@ -351,42 +365,53 @@ def markdown_table(rows: dict, n_train: int, n_test: int) -> str:
 
 
 def run_explain(args) -> int:
+    from .cli import CommandError, set_threads
+
+    set_threads(args.threads)
+    for name in ("compare.json", "cnn3.npz"):
+        if not os.path.exists(os.path.join(args.out, name)):
+            raise CommandError(f"no {name} in {args.out!r}: run 'gpucnn jets compare --out {args.out}' first")
+    images, labels, info = load_or_generate(args.data)
+    explain(images, labels, info, args.out, backend=args.backend, n_jets=args.jets)
+    return 0
+
+
+def explain(images, labels, info, out: str, backend="auto", n_jets: int = 12) -> dict:
+    """Mean images and class-averaged Grad-CAM of ``out``/cnn3.npz on the test split of ``compare``.
+
+    Each test jet is explained for its true class (where the model finds
+    "top" in top jets, "QCD" in QCD jets). Writes ``out``/explain.png and
+    single_jets.png, prints where the maps lie; returns the mean maps
+    (2, H, W) and mean images (2, 3, H, W) per class (QCD, top).
+    """
     import gpucnn as gc
 
     from .cam_plots import class_means
-    from .cli import CommandError, set_threads
     from .datasets.jets import CHANNEL_NAMES
+    from .trainer import Trainer
 
-    set_threads(args.threads)
-    config_path = os.path.join(args.out, "compare.json")
-    model_path = os.path.join(args.out, "cnn3.npz")
-    if not os.path.exists(model_path) or not os.path.exists(config_path):
-        raise CommandError(f"no 3-channel model in {args.out!r}: run 'gpucnn jets compare' first")
-    with open(config_path) as f:
+    with open(os.path.join(out, "compare.json")) as f:
         seed = json.load(f)["seed"]
-    images, labels, info = load_or_generate(args.data)
     _, (x_test, y_test), (_, test_idx) = split(images, labels, 3, seed)
-    model = gc.load_model(model_path, backend=args.backend)
+    model = gc.load_model(os.path.join(out, "cnn3.npz"), backend=backend)
     cam = gc.GradCAM(model)
-    # Each jet explained for its true class: where the model finds "top" in top jets, "QCD" in QCD jets.
     maps = np.concatenate([cam(x_test[i:i + 256], class_idx=y_test[i:i + 256])
                            for i in range(0, len(x_test), 256)])
     raw = images[test_idx]
     mean_images, counts = class_means(raw, y_test, 2)
     mean_maps, _ = class_means(maps, y_test, 2)
-    plot_explanation(mean_images, mean_maps, CHANNEL_NAMES[3], os.path.join(args.out, "explain.png"))
+    plot_explanation(mean_images, mean_maps, CHANNEL_NAMES[3], os.path.join(out, "explain.png"))
 
-    from .trainer import Trainer
     scores = Trainer(model, gc.SoftmaxCrossEntropy(), gc.SGD(model.parameters(), lr=1.0),
                      backend=model.backend).predict(x_test)[:, 1]
-    pick = np.concatenate([np.flatnonzero(y_test == k)[:(args.jets + 1 - k) // 2] for k in (1, 0)])
-    plot_single_jets(raw[pick], maps[pick], y_test[pick], scores[pick], os.path.join(args.out, "single_jets.png"))
+    pick = np.concatenate([np.flatnonzero(y_test == k)[:(n_jets + 1 - k) // 2] for k in (1, 0)])
+    plot_single_jets(raw[pick], maps[pick], y_test[pick], scores[pick], os.path.join(out, "single_jets.png"))
 
     print(f"Grad-CAM of layer {cam.layer_index} ({cam.layer!r}) over {len(x_test)} test jets")
     size = images.shape[-1]
     centre = (size - 1) / 2
-    rows_, cols_ = np.mgrid[:size, :size]
-    radius = np.hypot(rows_ - centre, cols_ - centre)
+    rows, cols = np.mgrid[:size, :size]
+    radius = np.hypot(rows - centre, cols - centre)
     for k, name in enumerate(CLASS_NAMES):
         m = mean_maps[k]
         total = one_channel(mean_images[k][None])[0, 0]
@@ -397,5 +422,5 @@ def run_explain(args) -> int:
               f"(pT-weighted: {np.sum(total * radius) / np.sum(total):.1f}); correlation with the mean pT image "
               f"{corr:.2f}")
     print(f"  {_physics_sanity(info, labels)}")
-    print(f"wrote {args.out}/explain.png, {args.out}/single_jets.png")
-    return 0
+    print(f"wrote {out}/explain.png, {out}/single_jets.png")
+    return {"mean_maps": mean_maps, "mean_images": mean_images}
