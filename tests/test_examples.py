@@ -18,6 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
     ("digits_cnn.py", ["digits_cnn.npz", "digits_curves.png", "digits_gradcam.png"]),
     ("gradcam_digits.py", [f"gradcam_digits_{m}.png" for m in ("gradcam", "gradcam++", "scorecam", "guided",
                                                                "average")]),
+    ("dnn_vs_cnn.py", []),
 ])
 def test_example_runs_and_writes_its_files(script, outputs, tmp_path):
     run = subprocess.run([sys.executable, str(EXAMPLES / script), "--epochs", "1"], cwd=tmp_path,
