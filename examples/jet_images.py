@@ -21,7 +21,7 @@ from gpucnn.jets_cli import compare, explain
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--n", type=int, default=10000, help="jets per class (default 10000)")
-parser.add_argument("--epochs", type=int, default=6, help="training epochs of each model (default 6)")
+parser.add_argument("--epochs", type=int, default=4, help="training epochs of each model (default 4)")
 parser.add_argument("--out", default=os.path.join("runs", "jets"), help="output folder (default runs/jets)")
 args = parser.parse_args()
 

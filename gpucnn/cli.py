@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
     "digits": {"epochs": 20, "shift": 1},
     "mnist": {"epochs": 5, "shift": 0},
     "shapes": {"epochs": 10, "shift": 0},
-    "jets": {"epochs": 6, "shift": 0},
+    "jets": {"epochs": 4, "shift": 0},
 }
 SHAPES_TRAIN, SHAPES_TEST, SHAPES_SIZE = 2000, 500, 32
 DEFAULT_LR = 2e-3

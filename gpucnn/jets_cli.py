@@ -124,7 +124,7 @@ def mass_likelihood_ratio(mass_train, y_train, mass_test) -> np.ndarray:
     return np.where(total > 0, top[bins] / np.where(total > 0, total, 1.0), 0.5)
 
 
-def train_variant(model_name, train, test, epochs: int = 6, batch_size: int = 128, lr: float = 1e-3,
+def train_variant(model_name, train, test, epochs: int = 4, batch_size: int = 64, lr: float = 1e-3,
                   seed: int = 0, backend="auto", verbose: int = 2):
     """Train zoo model ``model_name`` on ``train`` = (x (N, C, H, W), y (N,)) with Adam and a cosine
     schedule, score ``test``; returns (model, summary dict, P(top) of the test jets (M,))."""
@@ -261,8 +261,8 @@ def add_arguments(p) -> None:
         c.set_defaults(jets_run=func)
     c = sub.choices["compare"]
     c.add_argument("--model", default="jet-small", help="the CNN of the zoo (default jet-small; jet on a GPU)")
-    c.add_argument("--epochs", type=int, default=6)
-    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--epochs", type=int, default=4)
+    c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-annealed (default 1e-3)")
     c.add_argument("--seed", type=int, default=0, help="the split, the weights and the shuffling")
     c.add_argument("--quiet", action="store_true")
@@ -311,7 +311,7 @@ def run_compare(args) -> int:
     return 0
 
 
-def compare(images, labels, info, out: str, cnn: str = "jet-small", epochs: int = 6, batch_size: int = 128,
+def compare(images, labels, info, out: str, cnn: str = "jet-small", epochs: int = 4, batch_size: int = 64,
             lr: float = 1e-3, seed: int = 0, backend="auto", verbose: int = 2) -> dict:
     """Train the DNN, the CNN on 1 channel and on 3 channels on one split; returns the rows of the table.
 
