@@ -138,12 +138,13 @@ def set_threads(threads: int) -> None:
 # --- train ------------------------------------------------------------------------------------
 
 def add_train_arguments(p) -> None:
-    p.add_argument("--dataset", default="digits", help="digits (default, embedded), mnist, shapes")
+    p.add_argument("--dataset", default="digits", help="digits (default, embedded), mnist, shapes, jets")
     p.add_argument("--data", default=None, metavar="PATH",
-                   help="MNIST folder with the four IDX files or mnist.npz (default data/mnist)")
-    p.add_argument("--model", default="small", help="small (default), lenet, jet")
+                   help="MNIST folder with the four IDX files or mnist.npz (default data/mnist); "
+                        "for jets a jets .npz (default data/jets/top_qcd_10k.npz, generated on first use)")
+    p.add_argument("--model", default="small", help="small (default), lenet, jet, jet-small, dnn")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: digits 20, mnist 5, shapes 10)")
+                   help="epochs (default: digits 20, mnist 5, shapes 10, jets 4)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate in (0, 1], cosine-annealed to 0 (default 2e-3; with --resume: "
