@@ -22,5 +22,5 @@ def test_jet_images_example_runs_and_writes_its_files(tmp_path):
     out = tmp_path / "runs" / "jets"
     for name in ("roc.png", "explain.png", "single_jets.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
-    assert (out / "compare.md").read_text().count("\n| ") == 5  # header and four classifiers
+    assert (out / "compare.md").read_text().count("\n| ") == 6  # header, rule and four classifiers
     assert (tmp_path / "data" / "jets" / "top_qcd_12.npz").exists()
