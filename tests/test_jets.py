@@ -215,3 +215,31 @@ def test_top_jets_are_heavier_than_qcd_jets(generated):
     # A loose physics check on a few dozen jets: the top mass peak against the falling QCD spectrum.
     assert 140 < np.median(info["mass"][labels == 1]) < 210
     assert np.median(info["mass"][labels == 0]) < np.median(info["mass"][labels == 1]) - 40
+
+
+# --- the zoo models the comparison trains -----------------------------------------------------
+
+@pytest.mark.parametrize("size", [8, (40, 32)])
+def test_dnn_is_dense_only_and_fits_any_image_size(size):
+    import gpucnn as gc
+    from gpucnn.models import build_model
+
+    model = build_model("dnn", 3, 2, size, rng=0)
+    h, w = (size, size) if isinstance(size, int) else size
+    assert not any(isinstance(layer, gc.Conv2D) for layer in model.layers)
+    dense = [layer for layer in model.layers if isinstance(layer, gc.Dense)]
+    assert [d.params["W"].shape for d in dense] == [(128, 3 * h * w), (64, 128), (2, 64)]
+    assert model.forward(np.zeros((5, 3, h, w), np.float32), training=False).shape == (5, 2)
+
+
+def test_jet_small_keeps_the_position_and_has_the_documented_size():
+    from gpucnn.models import build_model
+
+    model = build_model("jet-small", 3, 2, 40, rng=0)
+    # 5x5 3->16, 3x3 16->32, 3x3 32->32, three poolings 40 -> 5, dense 32*5*5 -> 64 -> 2
+    expected = (16 * 3 * 25 + 16) + (32 * 16 * 9 + 32) + (32 * 32 * 9 + 32) + (800 * 64 + 64) + (64 * 2 + 2)
+    assert sum(int(np.prod(p.value.shape)) for p in model.parameters()) == expected
+    # A flatten head, not global pooling: in a centred, rotated jet image where a prong sits matters.
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert "Flatten" in kinds and "GlobalAvgPool2D" not in kinds
+    assert model.forward(np.zeros((4, 3, 40, 40), np.float32), training=False).shape == (4, 2)
