@@ -466,4 +466,9 @@ def _run(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m gpucnn.cli`` runs this file as __main__, a second copy of the module:
+    # the subcommand modules raise gpucnn.cli.CommandError, which only the package's own
+    # main() catches.
+    from gpucnn.cli import main as package_main
+
+    sys.exit(package_main())

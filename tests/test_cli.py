@@ -314,6 +314,8 @@ def test_error_exits_through_a_subprocess(trained):
     # A model for 8x8 digits does not fit 32x32 shapes.
     assert_one_line_error(gpucnn("evaluate", "--model", out / "model.npz", "--dataset", "shapes",
                                  "--limit", 8), "does not match the data")
+    # An error raised in a subcommand's own module (gpucnn/cam_cli.py) is one line too.
+    assert_one_line_error(gpucnn("gradcam", "--model", out, "--indices", 99999), "--indices [99999]")
 
 
 @pytest.mark.parametrize("args, fragments", [
