@@ -87,8 +87,8 @@ class DataParallel:
         return gathered[0][1]
 
     def batches(self, order, batch_size: int) -> list:
-        """This rank's steps of the epoch (``shard_batches``)."""
-        return shard_batches(order, batch_size, self.rank, self.size)
+        """This rank's steps of the epoch: ``[(indices, share of the global batch), ...]`` (``shard_batches``)."""
+        return [(idx, len(idx) / total) for idx, total in shard_batches(order, batch_size, self.rank, self.size)]
 
     def average_gradients(self, weight: float) -> None:
         """Replace every gradient by the ranks' weighted sum; ``weight`` = this rank's share of the global batch.

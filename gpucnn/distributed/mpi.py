@@ -11,8 +11,8 @@ import pickle
 
 import numpy as np
 
-from .base import (DEFAULT_TIMEOUT, Communicator, check_buffer, check_op, check_timeout, is_device_array,
-                   report, wait_until)
+from .base import (DEFAULT_TIMEOUT, Communicator, check_buffer, check_op, check_timeout, end_job,
+                   is_device_array, wait_until)
 
 MPI_HINT = "pip install mpi4py mpich (an MPI of its own), or pip install mpi4py against a cluster's MPI"
 
@@ -83,8 +83,7 @@ class MPICommunicator(Communicator):
         return [pickle.loads(gathered[o:o + s].tobytes()) for o, s in zip(offsets, sizes)]
 
     def abort(self, message: str, status: int = 1) -> None:
-        report(f"rank {self.rank} of {self.size}: {message}")
-        self.comm.Abort(status)
+        end_job(f"rank {self.rank} of {self.size}: {message}", status, self.comm.Abort)
 
     # --- helpers ---------------------------------------------------------------------------
 
