@@ -22,7 +22,9 @@ from .nccl import NCCLCommunicator, device_for, nccl_module, nccl_version, use_l
 
 TRANSPORTS = ("auto", "mpi", "nccl")
 
-__all__ = ["init", "choose_transport", "library_versions", "Communicator", "MPICommunicator",
+_current = None  # the communicator init made, for abort_job
+
+__all__ = ["init", "abort_job", "choose_transport", "library_versions", "Communicator", "MPICommunicator",
            "NCCLCommunicator", "DataParallel", "Buckets", "shard_batches", "device_for",
            "DEFAULT_TIMEOUT", "DEFAULT_BUCKET_BYTES"]
 
@@ -65,21 +67,32 @@ def init(transport: str = "auto", backend="auto", timeout: float = DEFAULT_TIMEO
     name = getattr(backend, "name", backend)
     if name == "auto":
         name = "cuda" if cuda_is_available() else "cpu"
+    global _current
     mpi = MPICommunicator(timeout=timeout, cuda_aware=cuda_aware)
     if choose_transport(transport, name, nccl_module() is not None) == "nccl":
-        return NCCLCommunicator(mpi)
-    if name == "cuda":
-        use_local_gpu(mpi.local_rank, mpi.rank)
-    return mpi
+        _current = NCCLCommunicator(mpi)
+    else:
+        if name == "cuda":
+            use_local_gpu(mpi.local_rank, mpi.rank)
+        _current = mpi
+    return _current
+
+
+def abort_job(message: str, status: int = 1) -> None:
+    """End every rank of the job ``init`` joined, when it has more than one (a rank that fails
+    alone would leave the others waiting); does nothing otherwise."""
+    if _current is not None and _current.size > 1:
+        _current.abort(message, status)
 
 
 def library_versions() -> dict:
-    """``{"MPI": first line of the MPI library's version or None, "NCCL": "2.x.y" or None}`` (for ``gpucnn info``)."""
+    """``{"MPI": the MPI library's first version line or None, "NCCL": "2.x.y" or None}`` (``gpucnn info``)."""
     try:
         mpi = import_mpi()
         import mpi4py
-        library = mpi.Get_library_version().strip().splitlines()[0]
-        mpi_text = f"{' '.join(library.split())} (mpi4py {mpi4py.__version__}, MPI {'.'.join(map(str, mpi.Get_version()))})"
+        library = " ".join(mpi.Get_library_version().strip().splitlines()[0].split())
+        standard = ".".join(map(str, mpi.Get_version()))
+        mpi_text = f"{library} (mpi4py {mpi4py.__version__}, MPI {standard})"
     except ImportError:
         mpi_text = None
     return {"MPI": mpi_text, "NCCL": nccl_version()}

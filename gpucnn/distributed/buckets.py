@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import is_device_array
+
 DEFAULT_BUCKET_BYTES = 25 * 2**20  # PyTorch DDP's default bucket size
 
 
+def in_place(call, array, backend) -> None:
+    """Run the collective ``call(buffer)`` so that its result lands in ``array``.
+
+    NumPy and CUDA arrays are handed over as they are (the communicator knows
+    them); other device arrays (the cuda-emu backend's) go through a host copy.
+    """
+    if isinstance(array, np.ndarray) or is_device_array(array):
+        call(array)
+        return
+    host = np.array(backend.to_numpy(array))
+    call(host)
+    array[...] = backend.asarray(host)
+
+
 class Buckets:
-    """A fixed plan that packs ``arrays`` (in the order given) into flat buffers of at most ``bucket_bytes``.
+    """A fixed plan that packs ``arrays`` (in the order given, all on ``backend``) into flat buffers of
+    at most ``bucket_bytes``.
 
     Consecutive arrays of one dtype and one array module share a bucket until
     it would exceed ``bucket_bytes``; an array larger than that gets a bucket of
@@ -21,9 +38,10 @@ class Buckets:
     of those the plan was made from (they may be new array objects).
     """
 
-    def __init__(self, arrays, xp, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(self, arrays, backend, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
             raise ValueError(f"Buckets: bucket_bytes must be a positive int, got {bucket_bytes!r}")
+        self.backend = backend
         self.shapes = [tuple(a.shape) for a in arrays]
         self.dtypes = [np.dtype(a.dtype) for a in arrays]
         self.buckets = []  # (flat buffer, [(array index, offset, size), ...])
@@ -31,17 +49,16 @@ class Buckets:
         for i, a in enumerate(arrays):
             nbytes = a.size * a.dtype.itemsize
             if slots and (np.dtype(a.dtype) != dtype or used + nbytes > bucket_bytes):
-                self.buckets.append(self._bucket(slots, dtype, xp))
+                self.buckets.append(self._bucket(slots, dtype))
                 slots, used = [], 0
             slots.append((i, used // np.dtype(a.dtype).itemsize, a.size))
             used, dtype = used + nbytes, np.dtype(a.dtype)
         if slots:
-            self.buckets.append(self._bucket(slots, dtype, xp))
+            self.buckets.append(self._bucket(slots, dtype))
 
-    @staticmethod
-    def _bucket(slots, dtype, xp):
+    def _bucket(self, slots, dtype):
         size = slots[-1][1] + slots[-1][2]
-        return xp.empty(size, dtype=dtype), slots
+        return self.backend.xp.empty(size, dtype=dtype), slots
 
     def allreduce(self, comm, arrays, scale: float = 1.0, op: str = "sum") -> None:
         """``arrays[i][...] = reduce over ranks of (scale * arrays[i])``, one collective per bucket."""
@@ -51,7 +68,7 @@ class Buckets:
                 flat[offset:offset + size] = arrays[i].reshape(-1)
             if scale != 1.0:
                 flat *= scale
-            comm.allreduce(flat, op)
+            in_place(lambda buffer: comm.allreduce(buffer, op), flat, self.backend)
             for i, offset, size in slots:
                 arrays[i][...] = flat[offset:offset + size].reshape(self.shapes[i])
 

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .buckets import DEFAULT_BUCKET_BYTES, Buckets
+from .buckets import DEFAULT_BUCKET_BYTES, Buckets, in_place
 
 COMMUNICATOR_ATTRIBUTES = ("rank", "size", "allreduce", "broadcast", "barrier", "allgather_object", "abort")
 
@@ -54,11 +54,11 @@ class DataParallel:
                             f"gpucnn.distributed.init), got {type(comm).__name__} without {missing}")
         self.comm, self.model, self.optimizer = comm, model, optimizer
         self.rank, self.size = comm.rank, comm.size
-        xp = model.backend.xp
+        backend = model.backend
         self._parameters = list(reversed(model.parameters()))
-        self._gradients = Buckets([p.grad for p in self._parameters], xp, bucket_bytes)
+        self._gradients = Buckets([p.grad for p in self._parameters], backend, bucket_bytes)
         self._buffer_keys = [(layer, key) for layer in model.layers for key in layer.buffers]
-        self._buffers = Buckets(self._buffer_list(), xp, bucket_bytes) if self._buffer_keys else None
+        self._buffers = Buckets(self._buffer_list(), backend, bucket_bytes) if self._buffer_keys else None
 
     def start(self, seed, **settings):
         """Begin a fit on every rank; returns rank 0's ``seed``, which every rank then uses.
@@ -76,19 +76,25 @@ class DataParallel:
                                  f"({_first_difference(reference, description, rank)}); every rank must "
                                  f"build the same model and optimizer and call fit with the same data size "
                                  f"and settings")
-        for layer in self.model.layers:
-            for store in (layer.params, layer.buffers):
-                for value in store.values():
-                    self.comm.broadcast(value, root=0)
-        for state in self.optimizer.state:
-            for name in sorted(state):
-                self.comm.broadcast(state[name], root=0)
+        arrays = [value for layer in self.model.layers for store in (layer.params, layer.buffers)
+                  for value in store.values()]
+        arrays += [state[name] for state in self.optimizer.state for name in sorted(state)]
+        for array in arrays:
+            in_place(lambda buffer: self.comm.broadcast(buffer, root=0), array, self.model.backend)
         self.optimizer.lr, self.optimizer.base_lr, self.optimizer.steps = gathered[0][2]
         return gathered[0][1]
 
-    def batches(self, order, batch_size: int) -> list:
-        """This rank's steps of the epoch: ``[(indices, share of the global batch), ...]`` (``shard_batches``)."""
-        return [(idx, len(idx) / total) for idx, total in shard_batches(order, batch_size, self.rank, self.size)]
+    def shard(self, order, batch_size: int) -> tuple:
+        """This rank's part of the epoch (``shard_batches``) as ``(local_order, steps)``.
+
+        ``local_order``: the indices of this rank's samples in the order it
+        trains on them; ``steps``: ``[(lo, hi, share), ...]``, step s training on
+        ``local_order[lo:hi]`` (possibly empty), ``share`` its part of the global batch.
+        """
+        parts = shard_batches(order, batch_size, self.rank, self.size)
+        ends = np.cumsum([0] + [len(idx) for idx, _ in parts])
+        steps = [(int(ends[s]), int(ends[s + 1]), len(idx) / total) for s, (idx, total) in enumerate(parts)]
+        return np.concatenate([idx for idx, _ in parts]), steps
 
     def average_gradients(self, weight: float) -> None:
         """Replace every gradient by the ranks' weighted sum; ``weight`` = this rank's share of the global batch.
@@ -105,6 +111,11 @@ class DataParallel:
         if self._buffers is not None:
             self._buffers.allreduce(self.comm, self._buffer_list(), scale=1.0 / self.size)
         return float(totals[0]), float(totals[1])
+
+    def finish(self) -> None:
+        """End a fit: return on every rank only once rank 0's callbacks have written their files
+        (so a rank may read the checkpoint rank 0 wrote as soon as fit returns)."""
+        self.comm.barrier()
 
     def _buffer_list(self) -> list:
         return [layer.buffers[key] for layer, key in self._buffer_keys]

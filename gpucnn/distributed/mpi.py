@@ -104,7 +104,8 @@ class MPICommunicator(Communicator):
 
     def _check_root(self, root) -> None:
         if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < self.size:
-            raise ValueError(f"gpucnn.distributed.broadcast: root must be a rank in 0..{self.size - 1}, got {root!r}")
+            raise ValueError(f"gpucnn.distributed.broadcast: root must be a rank in 0..{self.size - 1}, "
+                             f"got {root!r}")
 
     def _staged(self, array):
         """A context giving the buffer MPI reads and writes: the array itself, or a host copy of a GPU array."""

@@ -139,6 +139,14 @@ class NCCLCommunicator(Communicator):
 
     def _wait(self, stream, what: str) -> None:
         event = stream.record()
-        wait_until(lambda: event.done, self.timeout, lambda: self.abort(
+
+        def done():
+            try:
+                self.comm.check_async_error()  # a failure NCCL noticed, e.g. a peer that went away
+            except self._nccl.NcclError as err:
+                self.abort(f"NCCL {what} failed: {err}")
+            return event.done
+
+        wait_until(done, self.timeout, lambda: self.abort(
             f"NCCL {what} waited more than {self.timeout:g} s for the other ranks; "
             f"one of them has died or stalled, so the job is ended"))
