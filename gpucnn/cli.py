@@ -10,6 +10,7 @@ exit with status 1, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -166,6 +167,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for kernels and BLAS (default 1; 0 = all cores)")
     p.add_argument("--quiet", action="store_true", help="print only the summary and the result")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of mpiexec (--batch-size is per rank); rank 0 writes DIR")
+    p.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --distributed: end the job when a rank waits this long for the others (default 300)")
 
 
 def run_train(args) -> int:
@@ -195,18 +200,35 @@ def run_train(args) -> int:
             raise CommandError("--early-stopping watches the validation loss: give --validation-split too")
     out = args.out or os.path.join("runs", args.dataset)
     set_threads(args.threads)
+    comm = start_distributed(args) if args.distributed else None
     backend = gc.get_backend(args.backend)
 
     (x_train, y_train), (x_test, y_test), class_names = load_dataset(args.dataset, args.data, args.limit)
     c, h, w = x_train.shape[1:]
     if shift >= min(h, w):
         raise CommandError(f"--shift {shift} must be smaller than the {h}x{w} images of {args.dataset}")
-    with run_folder.locked(out):
+    # Rank 0 alone holds and writes the run folder.
+    with run_folder.locked(out) if comm is None or comm.rank == 0 else contextlib.nullcontext():
         return _train_in_folder(args, out, epochs, shift, backend, (x_train, y_train), (x_test, y_test),
-                                class_names)
+                                class_names, comm)
 
 
-def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names) -> int:
+def start_distributed(args):
+    """The communicator of ``--distributed``; ranks other than 0 print nothing (they train alike)."""
+    from . import distributed
+
+    if not args.collective_timeout > 0:
+        raise CommandError(f"--collective-timeout must be positive, got {args.collective_timeout}")
+    try:
+        comm = distributed.init(backend=args.backend, timeout=args.collective_timeout)
+    except ImportError as err:
+        raise CommandError(str(err)) from None
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    return comm
+
+
+def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names, comm=None) -> int:
     """``gpucnn train`` once its options are checked and the run folder ``out`` is locked."""
     import gpucnn as gc
     from . import metrics, plots
@@ -222,9 +244,11 @@ def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names
     print(f"gpucnn {gc.__version__}: model {args.model!r} on {args.dataset} "
           f"({len(x_train)} training, {len(x_test)} test images of {c}x{h}x{w}), backend {backend.name}")
     print(model.summary((c, h, w)))
+    if comm is not None:
+        print(f"data-parallel over {comm.size} ranks ({comm.name}): global batch {comm.size} x {args.batch_size}")
 
     optimizer = gc.Adam(model.parameters(), lr=DEFAULT_LR if args.lr is None else args.lr)
-    trainer = Trainer(model, gc.SoftmaxCrossEntropy(), optimizer, backend=backend)
+    trainer = Trainer(model, gc.SoftmaxCrossEntropy(), optimizer, backend=backend, comm=comm)
     checkpoint = os.path.join(out, "checkpoint.npz")
     initial_epoch = 0
     if args.resume:
@@ -235,11 +259,14 @@ def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names
             raise CommandError(f"--resume: {checkpoint!r} has {initial_epoch} finished epochs, "
                                f"more than --epochs {epochs}")
         print(f"resuming after epoch {initial_epoch} from {checkpoint}")
-    schedule, reason = run_folder.plan_lr_schedule(out, args.lr, DEFAULT_LR, epochs,
-                                                   initial_epoch if args.resume else None,
-                                                   optimizer.lr, optimizer.base_lr)
+    plan = None
+    if trainer.is_main_process:  # the other ranks take rank 0's plan: only it reads and writes the folder
+        plan = run_folder.plan_lr_schedule(out, args.lr, DEFAULT_LR, epochs,
+                                           initial_epoch if args.resume else None,
+                                           optimizer.lr, optimizer.base_lr)
+        run_folder.save_schedule(out, plan[0])
+    schedule, reason = plan if comm is None else comm.allgather_object(plan)[0]
     print(f"learning rate: {run_folder.describe_schedule(schedule)} ({reason})")
-    run_folder.save_schedule(out, schedule)
     optimizer.base_lr = schedule["start_lr"]  # what the checkpoints record as the base rate
     cosine = gc.CosineLR(max(schedule["epochs"] - schedule["start_epoch"], 1))
     callbacks = [LearningRateScheduler(lambda epoch, base_lr: cosine(epoch - schedule["start_epoch"], base_lr))]
@@ -274,6 +301,8 @@ def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names
     predicted = trainer.predict(x_test).argmax(axis=1)
     correct = int((predicted == y_test).sum())
     per_class = per_class_scores(y_test, predicted, class_names)
+    if not trainer.is_main_process:
+        return 0
 
     model.save(os.path.join(out, "model.npz"))
     history.save(os.path.join(out, "history.json"))
@@ -284,7 +313,8 @@ def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names
                "backend": backend.name, "dataset": args.dataset, "model": args.model, "seed": args.seed,
                "batch_size": args.batch_size, "lr": schedule["start_lr"], "lr_schedule": {"kind": "cosine", **schedule},
                "shift": shift, "validation_split": args.validation_split,
-               "train_samples": len(x_train), "test_samples": len(x_test), "image_shape": [c, h, w]}
+               "train_samples": len(x_train), "test_samples": len(x_test), "image_shape": [c, h, w],
+               "ranks": 1 if comm is None else comm.size}
     if args.data is not None:
         summary["data"] = args.data
     if early is not None:
@@ -399,6 +429,10 @@ def run_info(args) -> int:
         layer = "not started: the cpu kernels are serial, BLAS threads do the parallel work"
     print(f"NumPy {np.__version__}, Numba {numba.__version__} (threading layer {layer}, "
           f"{numba.get_num_threads()} threads), CuPy {cuda['cupy'] or 'not installed'}")
+    from .distributed import library_versions
+    versions = library_versions()
+    print(f"MPI: {versions['MPI'] or 'mpi4py not installed (pip install mpi4py mpich)'}; "
+          f"NCCL: {versions['NCCL'] or 'not usable'}")
     return 0
 
 
@@ -459,6 +493,8 @@ def _run(argv) -> int:
     # FloatingPointError) ends as one line, not a traceback.
     except (CommandError, OSError, ValueError, TypeError, RuntimeError, FloatingPointError) as err:
         print(f"gpucnn: error: {err}", file=sys.stderr)
+        from .distributed import abort_job
+        abort_job("ended after the error above")  # in a job of several ranks the others would wait for us
     except KeyboardInterrupt as err:  # run_train's says what was saved and how to continue
         print(f"gpucnn: interrupted{f'; {err}' if str(err) else ''}", file=sys.stderr)
         return 130

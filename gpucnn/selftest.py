@@ -12,7 +12,9 @@ yet timed on one). Its checks, in order:
   kernel and with each implicit-GEMM tile forced, average pooling, and the
   float64 kernels.
 - ``gpu_tests``: ``pytest -m gpu`` in a subprocess, where the tests folder is
-  there (a source checkout); skipped, with the reason, where it is not.
+  there (a source checkout); skipped, with the reason, where it is not. Among
+  them: a one-rank NCCL job (``tests/test_distributed.py``, where mpi4py and
+  CuPy's NCCL are installed).
 - ``training``: 3 epochs of the default digits recipe on the backend and on
   ``cpu`` from the same seed; the loss curves must agree to 1e-9 relative
   (the issue asks for 1e-4; see ``TRAINING_TOLERANCE``). It runs in float64:

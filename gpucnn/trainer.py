@@ -39,6 +39,7 @@ import numpy as np
 from .arguments import as_int
 from .backend import get_backend
 from .backend.base import host_array
+from .distributed.data_parallel import DataParallel
 from .layers import Dropout
 from .losses import BinaryCrossEntropyWithLogits, SoftmaxCrossEntropy
 from .model import check_finite, check_state_arrays, open_checkpoint
@@ -119,9 +120,13 @@ class Trainer:
     memory the training set may take to be uploaded once per ``fit`` (0: copy
     every batch up from the host). ``progress_interval``: the least number of
     seconds between two reads of the running loss for the progress bar.
+    ``comm``: a ``gpucnn.distributed`` communicator for data-parallel training
+    (``gpucnn.distributed.data_parallel`` says what changes; ``batch_size`` is
+    then per rank); None trains in this process alone.
     """
 
-    def __init__(self, model, loss, optimizer, backend="auto", device_data_share: float = 0.5):
+    def __init__(self, model, loss, optimizer, backend="auto", device_data_share: float = 0.5,
+                 comm=None):
         if (isinstance(device_data_share, bool) or not isinstance(device_data_share, (int, float))
                 or not 0.0 <= device_data_share <= 1.0):
             raise ValueError(f"Trainer: device_data_share must be a number in [0, 1], "
@@ -139,6 +144,12 @@ class Trainer:
         self.seed = None          # the seed of the current or last fit
         self.stop_training = False  # a callback sets it to end fit after the current epoch
         self._checkpoint_seed = None
+        self._parallel = None if comm is None else DataParallel(comm, self.model, optimizer)
+
+    @property
+    def is_main_process(self) -> bool:
+        """True in a single process and on rank 0 of a distributed fit: the one that prints and writes files."""
+        return self._parallel is None or self._parallel.rank == 0
 
     # --- training --------------------------------------------------------------------------
 
@@ -185,6 +196,10 @@ class Trainer:
             seed = self._checkpoint_seed
         if seed is None:
             seed = int(as_generator(None).integers(2**63))
+        if self._parallel is not None:  # rank 0's weights, optimizer state and seed on every rank
+            seed = self._parallel.start(seed, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                                        samples=len(x), shuffle=bool(shuffle), augment=augment is not None)
+            verbose = verbose if self.is_main_process else 0
         self.seed, self._checkpoint_seed = int(seed), None
         if initial_epoch == 0:
             self.history = History()
@@ -222,6 +237,8 @@ class Trainer:
                 break
         for cb in callbacks:
             cb.on_train_end(self)
+        if self._parallel is not None:
+            self._parallel.finish()
         return self.history
 
     def _train_epoch(self, x, y, x_device, epoch, epochs, batch_size, shuffle, augment, verbose, notice):
@@ -232,22 +249,32 @@ class Trainer:
         n = len(x)
         order = (np.random.default_rng([self.seed, epoch, _SHUFFLE]).permutation(n)
                  if shuffle else np.arange(n))
+        # Ranks draw their own Dropout masks and augmentations; rank 0 draws what one process would.
+        rank = (self._parallel.rank,) if self._parallel is not None and self._parallel.rank else ()
         for i, layer in enumerate(self.model.layers):
             if isinstance(layer, Dropout):
-                layer.reseed(np.random.default_rng([self.seed, epoch, _DROPOUT, i]))
-        augment_rng = np.random.default_rng([self.seed, epoch, _AUGMENT])
+                layer.reseed(np.random.default_rng([self.seed, epoch, _DROPOUT, i, *rank]))
+        augment_rng = np.random.default_rng([self.seed, epoch, _AUGMENT, *rank])
+        # Step s trains on order[lo:hi]; share: its part of the (global) batch.
+        steps = [(lo, min(n, lo + batch_size), 1.0) for lo in range(0, n, batch_size)]
+        if self._parallel is not None:  # this rank's samples, in its order, and its steps
+            order, steps = self._parallel.shard(order, batch_size)
         targets = self.backend.asarray(y[order])  # the epoch's labels, moved in one copy
         order_device = None if x_device is None else self.backend.asarray(order)
-        batches = math.ceil(n / batch_size)
+        batches = len(steps)
         stats = _BatchStats(self.backend, batches)
 
         def read_totals(upto):  # one host synchronisation
             return self._check_finite(stats.fetch(upto), epoch, batches)
 
-        progress = _Progress(verbose, n, f"epoch {epoch + 1}/{epochs}", self.progress_interval, read_totals)
+        progress = _Progress(verbose, len(order), f"epoch {epoch + 1}/{epochs}", self.progress_interval,
+                             read_totals)
         try:
-            for b in range(batches):
-                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+            for b, (lo, hi, share) in enumerate(steps):
+                self.model.zero_grad()
+                if lo == hi:  # a short last global batch left this rank nothing: it still reduces
+                    self._step(share)
+                    continue
                 if x_device is not None:
                     xb = x_device[order_device[lo:hi]]
                 else:
@@ -255,20 +282,27 @@ class Trainer:
                     if augment is not None:
                         xb = augment(xb, augment_rng)
                 yb = targets[lo:hi]
-                self.model.zero_grad()
                 out = self.model.forward(xb, training=True)
                 if b == 0:
                     self._check_labels(y, out)
                 value = self.loss.forward_device(out, self._target(yb, out))
                 self.model.backward(self.loss.backward())
-                self.optimizer.step()
+                self._step(share)
                 stats.record(b, value, self._correct(out, yb), hi - lo)
                 notice.step_done()
                 progress.batch_done(b, hi - lo)
         finally:
             progress.close()
         loss, correct = read_totals(batches)
+        if self._parallel is not None:  # the shards' totals: n counts the whole data set
+            loss, correct = self._parallel.end_epoch(loss, correct)
         return loss / n, correct / n
+
+    def _step(self, share: float) -> None:
+        """Update the weights; in a distributed fit first average the gradients (this rank's ``share``)."""
+        if self._parallel is not None:
+            self._parallel.average_gradients(share)
+        self.optimizer.step()
 
     def _resident_inputs(self, x, augment):
         """x uploaded once for the whole fit when it fits in ``device_data_share`` of the
@@ -343,7 +377,10 @@ class Trainer:
         """Write model, optimizer state, finished epochs, seed and history to ``path`` atomically.
 
         The file is a normal model file: ``gpucnn.load_model`` reads it too.
+        In a distributed fit only rank 0 writes (every rank holds the same state).
         """
+        if not self.is_main_process:
+            return
         extra = {f"optimizer.{k}": v for k, v in self.optimizer.state_dict().items()}
         extra["trainer.epoch"] = np.int64(self.epoch)
         extra["trainer.seed"] = np.array(str(self.seed))  # seeds may exceed int64
