@@ -278,8 +278,10 @@ ASAN_SCRIPT = textwrap.dedent("""
     for tiles in tile_sets:
         for N, C, H, W, K, R, S, stride, pad, dil in cases:
             g = ConvGeometry.from_shapes((N, C, H, W), (K, C, R, S), stride, pad, dil)
-            # Exact-size arrays: any access past an end lands in a redzone.
-            x, w, b, dy = (rng.standard_normal(s).astype(np.float32) for s in (g.x_shape, g.w_shape, (K,), g.y_shape))
+            # Exact-size arrays (asarray copies into a buffer of its own): any access past
+            # an end lands in a redzone.
+            x, w, b, dy = (backend.asarray(rng.standard_normal(s).astype(np.float32))
+                           for s in (g.x_shape, g.w_shape, (K,), g.y_shape))
             with conv_algorithms.force(*(f"igemm:{t}" for t in tiles), splits=3):
                 conv_algorithms.conv2d_forward(backend, x, w, b, g, activation="relu")
                 backend.conv2d_backward_data(dy, w, g)

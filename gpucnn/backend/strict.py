@@ -369,16 +369,29 @@ def strict_launcher(load_module):
 
 
 class _StrictModule:
+    """The wrapped emulator module, handing out kernels that unwrap StrictArray arguments."""
+
     def __init__(self, module):
         self._module = module
 
     def get_function(self, name):
-        function = self._module.get_function(name)
-
-        def launch(grid, block, args, *rest, **kwargs):
-            return function(grid, block, tuple(unwrap(a) for a in args), *rest, **kwargs)
-
-        return launch
+        return _StrictKernel(self._module.get_function(name))
 
     def __getattr__(self, name):
         return getattr(self._module, name)
+
+
+class _StrictKernel:
+    """A kernel of the wrapped module, launched on the NumPy buffers behind StrictArrays.
+
+    Everything else (``module``, the kernel's name and bounds) is the wrapped kernel's.
+    """
+
+    def __init__(self, kernel):
+        self._kernel = kernel
+
+    def __call__(self, grid, block, args, *rest, **kwargs):
+        return self._kernel(grid, block, tuple(unwrap(a) for a in args), *rest, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._kernel, name)
