@@ -7,6 +7,7 @@ deliberately wrong kernel output is caught and named.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run_cli(*args, timeout=600):
+    # As a user runs it: without the suite's race checking (tests/conftest.py), which
+    # the ragged and implicit-GEMM tests already apply to every kernel, at ~10x the time.
+    env = dict(os.environ, GPUCNN_EMU_RACECHECK="0")
     return subprocess.run([sys.executable, "-m", "gpucnn.cli", "selftest", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.slow
@@ -71,7 +75,13 @@ def test_emulated_selftest_passes_and_lists_every_check_with_its_figure(tmp_path
 
 @needs_gxx
 def test_a_wrong_kernel_result_exits_1_and_names_the_check(tmp_path, monkeypatch, capsys):
-    emu = gc.get_backend("cuda-emu")
+    # A cuda-emu backend of its own, without the suite's race checking (see _run_cli).
+    from gpucnn import backend as backends
+    from gpucnn.backend.cuda import make_emulated_cuda_backend
+
+    monkeypatch.setenv("GPUCNN_EMU_RACECHECK", "0")
+    emu = make_emulated_cuda_backend()
+    monkeypatch.setitem(backends._instances, "cuda-emu", emu)
     right = emu.conv2d_backward_filter
 
     def one_wrong_tap(dy, x, geom):
