@@ -351,7 +351,11 @@ enum Op : int {
   kBallot,
   kAny,
   kAll,
+  kWarpExchange,  // the 32 lanes swap operand bytes (the emulated mma.sync; see warp_exchange)
 };
+
+// Bytes one lane may contribute to a warp exchange (an mma.sync's A and B fragments).
+constexpr unsigned kMaxExchangeBytes = 64;
 
 constexpr size_t kMaxDynamicShared = 227 * 1024;  // the largest opt-in on current GPUs (sm_90)
 constexpr unsigned kMaxThreadsPerBlock = 1024;
@@ -416,6 +420,18 @@ template <class T> static inline uint64_t to_bits(T v) {
 template <class T> static inline T from_bits(uint64_t b) {
   if constexpr (sizeof(T) == 4) return std::bit_cast<T>(static_cast<uint32_t>(b));
   else return std::bit_cast<T>(b);
+}
+
+// The collective behind the emulated warp-level matrix instructions (kernels/mma.cuh):
+// every lane of a full warp contributes `bytes` bytes at `mine`; returns the
+// 32 lanes' contributions, lane l's at offset l * kMaxExchangeBytes. As
+// `.aligned` requires, all 32 lanes must be present and at the same call site
+// (file:line) with the same size, else the launch fails. The returned buffer
+// belongs to the warp and stays valid until the warp's next exchange, which
+// cannot complete before every lane has arrived there, i.e. finished reading.
+static inline const unsigned char* warp_exchange(const void* mine, unsigned bytes, const char* file, int line) {
+  return reinterpret_cast<const unsigned char*>(static_cast<uintptr_t>(
+      gpucnn_emu_collective(kWarpExchange, file, line, 0xffffffffu, reinterpret_cast<uintptr_t>(mine), (int)bytes, 32)));
 }
 
 template <class T>

@@ -70,8 +70,9 @@ static const char* op_name(int op) {
   static const char* const names[] = {"__syncthreads()", "__syncthreads_count()", "__syncthreads_and()",
                                       "__syncthreads_or()", "__syncwarp()", "__shfl_sync()",
                                       "__shfl_up_sync()", "__shfl_down_sync()", "__shfl_xor_sync()",
-                                      "__ballot_sync()", "__any_sync()", "__all_sync()"};
-  return (op >= 0 && op <= kAll) ? names[op] : "?";
+                                      "__ballot_sync()", "__any_sync()", "__all_sync()",
+                                      "mma.sync (warp exchange)"};
+  return (op >= 0 && op <= kWarpExchange) ? names[op] : "?";
 }
 
 
@@ -443,6 +444,9 @@ extern "C" [[noreturn]] void gpucnn_emu_trap(const char* what, const char* file,
   abort_launch(kLaunchFailed);
 }
 
+// The warp exchanges' buffers: kMaxExchangeBytes per thread of a block.
+alignas(16) static unsigned char exchange_tables[kMaxThreadsPerBlock * kMaxExchangeBytes];
+
 // Completes the warp collective of the lanes named by fiber `f`'s mask if all
 // of them are waiting at a warp function. Returns 1 on completion, 0 when some
 // participant is not there yet, -1 (with rt.error set) when it never can be.
@@ -463,6 +467,12 @@ static int try_complete_warp_op(Fiber* fibers, unsigned n, unsigned self) {
     set_error(site(me) + " with width " + num(me.width) + ": width must be a power of 2 in 1..32");
     return -1;
   }
+  if (me.op == kWarpExchange && (lanes_in_warp < 32 || me.arg < 0 || me.arg > (int)kMaxExchangeBytes)) {
+    set_error(site(me) + (lanes_in_warp < 32 ? " needs all 32 lanes of a warp (.aligned), but this warp has only " +
+                                                   num(lanes_in_warp) + " threads (blockDim too small)"
+                                             : Text(" exchanges too many bytes per lane")));
+    return -1;
+  }
   const unsigned participants = me.mask & existing;
   for (unsigned l = 0; l < 32; ++l) {
     if (!(participants >> l & 1u)) continue;
@@ -479,7 +489,11 @@ static int try_complete_warp_op(Fiber* fibers, unsigned n, unsigned self) {
       return -1;
     }
     if (o.state != kWaitWarp) return 0;
-    if (o.op != me.op || o.mask != me.mask || o.width != me.width) {
+    // An .aligned warp instruction must be the same instruction in every lane:
+    // same call site and operand size too.
+    const bool aligned_mismatch = me.op == kWarpExchange && (o.arg != me.arg || o.line != me.line ||
+                                                              std::strcmp(o.file, me.file) != 0);
+    if (o.op != me.op || o.mask != me.mask || o.width != me.width || aligned_mismatch) {
       set_error("lanes of one warp disagree: " + thread_list(n, [&](unsigned i) { return i == self; }) + " is at " +
                 site(me) + " and " + thread_list(n, [&](unsigned i) { return i == warp_base + l; }) + " at " +
                 site(o) + " (the same mask must call the same warp function with the same mask and width)");
@@ -496,6 +510,14 @@ static int try_complete_warp_op(Fiber* fibers, unsigned n, unsigned self) {
 #if GPUCNN_EMU_RACECHECK
   racecheck::warp_synchronised(warp_base / 32);
 #endif
+  if (me.op == kWarpExchange) {
+    // Copied, so a lane may leave (and reuse its stack) while others still read.
+    unsigned char* table = exchange_tables + (size_t)warp_base * kMaxExchangeBytes;
+    for (unsigned l = 0; l < 32; ++l)
+      std::memcpy(table + l * kMaxExchangeBytes, reinterpret_cast<const void*>(fibers[warp_base + l].value),
+                  (size_t)me.arg);
+    reduced = reinterpret_cast<uintptr_t>(table);
+  }
   for (unsigned l = 0; l < 32; ++l) {
     if (!(participants >> l & 1u)) continue;
     Fiber& o = fibers[warp_base + l];
