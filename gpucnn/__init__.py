@@ -5,6 +5,7 @@
 """
 
 from .backend import Backend, ConvGeometry, PoolGeometry, get_backend
+from .backend.precision import get_conv_precision, set_conv_precision
 from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
                      Layer, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import BinaryCrossEntropyWithLogits, Loss, MSELoss, SoftmaxCrossEntropy
@@ -21,7 +22,7 @@ from .cpu_threads import get_threads, set_threads, threads
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backend", "ConvGeometry", "PoolGeometry", "get_backend",
+    "Backend", "ConvGeometry", "PoolGeometry", "get_backend", "get_conv_precision", "set_conv_precision",
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
     "Layer", "LeakyReLU", "MaxPool2D", "ReLU", "Sigmoid", "Tanh",
     "BinaryCrossEntropyWithLogits", "Loss", "MSELoss", "SoftmaxCrossEntropy",

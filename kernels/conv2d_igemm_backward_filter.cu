@@ -122,26 +122,21 @@ __device__ __forceinline__ void conv2d_backward_filter_igemm(const float* __rest
     const int tiles = (s.N * s.P * s.Q + Tile::BK - 1) / Tile::BK;
     const int tile_begin = (int)blockIdx.z * tiles_per_split;
     const int tile_end = min(tiles, tile_begin + tiles_per_split);
-    const int tm = (int)threadIdx.x % Tile::THREADS_M, tn = (int)threadIdx.x / Tile::THREADS_M;
 
-    float acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = 0.0f;
+    igemm::SimtMath<Tile, float> math;
     FilterGradLoader<Tile> loader(dy, x, s, k0, g0);
-    igemm::gemm_mainloop<Tile, float>(loader, tile_begin, tile_end, As, Bs, tm, tn, acc);
+    igemm::gemm_mainloop<Tile, float>(loader, tile_begin, tile_end, As, Bs, math);
 
     // A slice with no tiles (possible only for the last ones) still writes its zeros.
     float* slice = out + (long long)blockIdx.z * s.K * CRS;
 #pragma unroll
-    for (int i = 0; i < Tile::TM; ++i) {
-        const int k = k0 + igemm::tile_offset<Tile::THREADS_M>(tm, i);
+    for (int i = 0; i < math.ROWS; ++i) {
+        const int k = k0 + math.row(i);
         if (k >= s.K) continue;
 #pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) {
-            const int g = g0 + igemm::tile_offset<Tile::THREADS_N>(tn, j);
-            if (g < CRS) slice[(long long)k * CRS + g] = acc[i][j];
+        for (int j = 0; j < math.COLS; ++j) {
+            const int g = g0 + math.col(j);
+            if (g < CRS) slice[(long long)k * CRS + g] = math.value(i, j);
         }
     }
 }

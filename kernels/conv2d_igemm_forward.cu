@@ -35,17 +35,8 @@ __device__ __forceinline__ void conv2d_forward_igemm(
     const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ y,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w,
     int pad_h, int pad_w, int dil_h, int dil_w, int epilogue) {
-    igemm::ConvGemm cg;
-    cg.N = N; cg.NN = K; cg.GC = C; cg.RA = R; cg.SB = S;
-    // A[m, g] = x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]
-    cg.OH = P; cg.OW = Q;
-    cg.ish = stride_h; cg.isw = stride_w; cg.ih0 = -pad_h; cg.iw0 = -pad_w;
-    cg.dr0 = 0; cg.drs = dil_h; cg.ds0 = 0; cg.dss = dil_w;
-    cg.SH = H; cg.SW = W;
-    // B[g, k] = w[k, c, r, s]
-    cg.wj = C * R * S; cg.wc = R * S; cg.S = S; cg.r0 = 0; cg.rstep = 1; cg.s0 = 0; cg.sstep = 1;
-    // y[n, k, p, q]
-    cg.OHF = P; cg.OWF = Q; cg.oh0 = 0; cg.osh = 1; cg.ow0 = 0; cg.osw = 1;
+    const igemm::ConvGemm cg =
+        igemm::forward_gemm(N, C, H, W, K, R, S, P, Q, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w);
     igemm::conv_gemm<Tile, T>(x, w, bias, y, cg, epilogue);
 }
 

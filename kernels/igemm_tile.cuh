@@ -10,16 +10,21 @@
 //   TileShape       block tile BM x BN x BK, thread tile TM x TN, thread layout;
 //   multiply_tile   one BK slice of the block product, out of shared memory into
 //                   a TM x TN register tile (the hot loop: float4 reads + FMAs);
+//   SimtMath        that product as the "math" of a kernel: its accumulators,
+//                   what the loader stores, and where each accumulator belongs
+//                   (igemm_tc.cuh has the tensor-core math with the same interface);
 //   gemm_mainloop   the double-buffered loop over the reduction (register-staged
 //                   prefetch: the global loads of tile t+1 are in flight while
 //                   tile t is multiplied, so it works on every arch >= sm_75);
 //   ConvGemm        a convolution written as that GEMM, general enough to be
 //                   the forward pass and each output phase of backward-data;
+//   forward_gemm    the ConvGemm of the forward pass;
 //   conv_gemm       the kernel body for ConvGemm: loader, main loop, epilogue.
 //
-// conv2d_igemm_forward.cu and conv2d_igemm_backward_data.cu instantiate
-// conv_gemm; conv2d_igemm_backward_filter.cu has its own loader (its reduction
-// runs over pixels, not filter taps) and reuses the rest.
+// conv2d_igemm_forward.cu, conv2d_igemm_backward_data.cu and
+// conv2d_igemm_forward_tc.cu instantiate conv_gemm; conv2d_igemm_backward_filter.cu
+// has its own loader (its reduction runs over pixels, not filter taps) and
+// reuses the rest.
 #pragma once
 
 namespace gpucnn {
@@ -57,13 +62,15 @@ struct FastDiv {
 // tm read consecutive float4s: no bank conflict, the rest are broadcasts.
 // Shared rows are padded by 4 elements: rows stay 16-byte aligned, and the
 // transposing stores of the loaders (8 reduction rows by 4 columns per warp)
-// land in 32 different banks.
-template <int BM_, int BN_, int BK_, int TM_, int TN_>
+// land in 32 different banks. (The tensor-core kernels pad by 8 instead: their
+// fragment reads, 4 rows by 8 columns per warp, are then conflict-free.)
+template <int BM_, int BN_, int BK_, int TM_, int TN_, int PAD_ = 4>
 struct TileShape {
     static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
     static constexpr int THREADS_M = BM / TM, THREADS_N = BN / TN;
     static constexpr int THREADS = THREADS_M * THREADS_N;
-    static constexpr int LDA = BM + 4, LDB = BN + 4;
+    static constexpr int LDA = BM + PAD_, LDB = BN + PAD_;
+    static_assert(PAD_ % 4 == 0, "shared rows stay 16-byte aligned");
     static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are made of float4 strips");
     static_assert(BM % TM == 0 && BN % TN == 0, "thread tiles must tile the block tile");
     static_assert(THREADS % BK == 0, "loaders give each reduction row THREADS/BK threads");
@@ -105,6 +112,34 @@ __device__ __forceinline__ int tile_offset(int thread_coord, int i) {
     return (i / 4) * 4 * THREADS_ALONG + thread_coord * 4 + (i % 4);
 }
 
+// The FP32 math of a kernel: each thread's TM x TN register tile, multiplied
+// by FMAs (multiply_tile). The interface every math has (see igemm_tc.cuh):
+//   to_shared(v)      what the loader stores in shared memory for element v;
+//   multiply(As, Bs)  acc += one shared tile pair;
+//   ROWS, COLS, row(i), col(j), value(i, j): the thread's accumulators are a
+//                     ROWS x COLS grid; value(i, j) belongs to GEMM row
+//                     row(i) and column col(j) of the block tile.
+template <class Tile, typename T>
+struct SimtMath {
+    static constexpr int ROWS = Tile::TM, COLS = Tile::TN;
+    int tm, tn;  // the thread's coordinates in the thread layout of TileShape
+    T acc[Tile::TM][Tile::TN];
+
+    __device__ SimtMath() : tm((int)threadIdx.x % Tile::THREADS_M), tn((int)threadIdx.x / Tile::THREADS_M) {
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+    }
+    __device__ static __forceinline__ T to_shared(T v) { return v; }
+    __device__ __forceinline__ void multiply(const T* As, const T* Bs) {
+        multiply_tile<Tile, T>(As, Bs, tm, tn, acc);
+    }
+    __device__ __forceinline__ int row(int i) const { return tile_offset<Tile::THREADS_M>(tm, i); }
+    __device__ __forceinline__ int col(int j) const { return tile_offset<Tile::THREADS_N>(tn, j); }
+    __device__ __forceinline__ T value(int i, int j) const { return acc[i][j]; }
+};
+
 // The reduction over tiles [tile_begin, tile_end) of BK each, double-buffered:
 // the loader's global loads of tile t+1 go to registers before tile t is
 // multiplied out of shared buffer t&1, and are stored to the other buffer after
@@ -112,12 +147,12 @@ __device__ __forceinline__ int tile_offset(int thread_coord, int i) {
 // (buffer (t+1)&1 was last read in iteration t-1, which every thread has left).
 // The last tile is peeled off so the loop body has no conditions.
 // A Loader has load(tile) (global -> registers) and store(As, Bs) (registers ->
-// one shared buffer). `tile_begin < tile_end` is the same for the whole block.
-template <class Tile, typename T, class Loader>
+// one shared buffer); a Math has multiply(As, Bs) (see SimtMath).
+// `tile_begin < tile_end` is the same for the whole block.
+template <class Tile, typename T, class Loader, class Math>
 __device__ __forceinline__ void gemm_mainloop(Loader& loader, int tile_begin, int tile_end,
                                               T (&As)[2][Tile::BK * Tile::LDA],
-                                              T (&Bs)[2][Tile::BK * Tile::LDB], int tm, int tn,
-                                              T (&acc)[Tile::TM][Tile::TN]) {
+                                              T (&Bs)[2][Tile::BK * Tile::LDB], Math& math) {
     if (tile_begin >= tile_end) return;
     loader.load(tile_begin);
     loader.store(As[0], Bs[0]);
@@ -125,12 +160,12 @@ __device__ __forceinline__ void gemm_mainloop(Loader& loader, int tile_begin, in
     int cur = 0;
     for (int t = tile_begin; t + 1 < tile_end; ++t) {
         loader.load(t + 1);
-        multiply_tile<Tile, T>(As[cur], Bs[cur], tm, tn, acc);
+        math.multiply(As[cur], Bs[cur]);
         loader.store(As[cur ^ 1], Bs[cur ^ 1]);
         __syncthreads();
         cur ^= 1;
     }
-    multiply_tile<Tile, T>(As[cur], Bs[cur], tm, tn, acc);
+    math.multiply(As[cur], Bs[cur]);
 }
 
 // A convolution pass as the GEMM out[m, j] = sum_g A[m, g] * B[g, j]:
@@ -146,12 +181,48 @@ __device__ __forceinline__ void gemm_mainloop(Loader& loader, int tile_begin, in
 // elements that hit pixels of that phase, out = every sh-th row / sw-th column
 // of dx (see conv2d_igemm_backward_data.cu).
 struct ConvGemm {
-    int N, NN, GC, RA, SB;
-    int OH, OW, ish, isw, ih0, iw0, dr0, drs, ds0, dss;
-    int SH, SW;
-    int wj, wc, S, r0, rstep, s0, sstep;
-    int OHF, OWF, oh0, osh, ow0, osw;
+    // The GEMM's extents.
+    int N;   // images
+    int NN;  // output channels of the pass: GEMM columns j
+    int GC;  // reduction channels (channels of src)
+    int RA;  // taps along the height per reduction channel (a < RA)
+    int SB;  // taps along the width per reduction channel (b < SB)
+    // Gather of A from src: pixel (i, u) of the OH x OW output grid reads src row
+    // i*ish + ih0 + dr0 + a*drs and column u*isw + iw0 + ds0 + b*dss.
+    int OH, OW;    // output grid of one image (GEMM rows m = (n, i, u))
+    int ish, isw;  // src rows / columns per output pixel step (the stride)
+    int ih0, iw0;  // src row / column of output pixel (0, 0)'s window (minus the padding)
+    int dr0, drs;  // src row offset of tap a = 0, and per tap step (the dilation; negative in backward-data)
+    int ds0, dss;  // the same along the width
+    int SH, SW;    // src height and width (outside: zero, the padding)
+    // Gather of B from wgt: B[g, j] = wgt[j*wj + c*wc + (r0 + a*rstep)*S + s0 + b*sstep].
+    int wj;         // wgt elements per GEMM column j
+    int wc;         // wgt elements per reduction channel c
+    int S;          // filter width: wgt elements per filter row
+    int r0, rstep;  // filter row of tap a = 0, and per tap step
+    int s0, sstep;  // filter column of tap b = 0, and per tap step
+    // Scatter of the result to out, an (N, NN, OHF, OWF) array: pixel (i, u)
+    // goes to row oh0 + i*osh, column ow0 + u*osw.
+    int OHF, OWF;  // out height and width
+    int oh0, osh;  // out row of i = 0, and per i step (backward-data's phases interleave)
+    int ow0, osw;  // out column of u = 0, and per u step
 };
+
+// The forward pass as a ConvGemm: src = x, wgt = w, out = y, one tap per filter element.
+//   A[m, g] = x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw],  B[g, k] = w[k, c, r, s],  -> y[n, k, p, q]
+__device__ __forceinline__ ConvGemm forward_gemm(int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+                                                 int stride_h, int stride_w, int pad_h, int pad_w, int dil_h,
+                                                 int dil_w) {
+    ConvGemm cg;
+    cg.N = N; cg.NN = K; cg.GC = C; cg.RA = R; cg.SB = S;
+    cg.OH = P; cg.OW = Q;
+    cg.ish = stride_h; cg.isw = stride_w; cg.ih0 = -pad_h; cg.iw0 = -pad_w;
+    cg.dr0 = 0; cg.drs = dil_h; cg.ds0 = 0; cg.dss = dil_w;
+    cg.SH = H; cg.SW = W;
+    cg.wj = C * R * S; cg.wc = R * S; cg.S = S; cg.r0 = 0; cg.rstep = 1; cg.s0 = 0; cg.sstep = 1;
+    cg.OHF = P; cg.OWF = Q; cg.oh0 = 0; cg.osh = 1; cg.ow0 = 0; cg.osw = 1;
+    return cg;
+}
 
 // At most this many taps (RA*SB) per reduction channel: a pixel's in-bounds
 // taps are one bit each of a 32-bit mask. The host sends larger filters to
@@ -204,7 +275,10 @@ __device__ __forceinline__ int opaque(int v) {
 // stores, so they need no check in the loop. Reduction rows g >= G load zeros
 // in both A and B. Offsets inside one image of src and inside wgt are 32-bit
 // (the host keeps both below 2^31 elements); image bases are 64-bit pointers.
-template <class Tile, typename T>
+// What lands in shared memory is Math::to_shared of each element (the
+// tensor-core math rounds to TF32 there, once per element instead of once per
+// fragment read).
+template <class Tile, typename T, class Math>
 struct ConvGemmLoader {
     static constexpr int A_THREADS = Tile::THREADS / Tile::BK;
     static constexpr int A_PER = Tile::BM / A_THREADS;
@@ -283,9 +357,9 @@ struct ConvGemmLoader {
 
     __device__ __forceinline__ void store(T* As, T* Bs) const {
 #pragma unroll
-        for (int e = 0; e < A_PER; ++e) As[a_store + e * A_THREADS] = a_reg[e];
+        for (int e = 0; e < A_PER; ++e) As[a_store + e * A_THREADS] = Math::to_shared(a_reg[e]);
 #pragma unroll
-        for (int e = 0; e < B_PER; ++e) Bs[b_store + e * (Tile::THREADS / Tile::BK)] = b_reg[e];
+        for (int e = 0; e < B_PER; ++e) Bs[b_store + e * (Tile::THREADS / Tile::BK)] = Math::to_shared(b_reg[e]);
     }
 };
 
@@ -296,8 +370,8 @@ constexpr int EPILOGUE_RELU = 2;
 // One block tile of ConvGemm: pixels m0 = blockIdx.x*BM.., channels
 // j0 = blockIdx.y*BN..; M = N*OH*OW pixels in all. Blocks past M return at once
 // (backward-data's phases have fewer pixels than the grid is sized for).
-// Needs RA*SB <= MAX_TAPS.
-template <class Tile, typename T>
+// Needs RA*SB <= MAX_TAPS. Math: SimtMath, or a tensor-core math (igemm_tc.cuh).
+template <class Tile, typename T, class Math = SimtMath<Tile, T>>
 __device__ __forceinline__ void conv_gemm(const T* __restrict__ src, const T* __restrict__ wgt,
                                           const T* __restrict__ bias, T* __restrict__ out,
                                           const ConvGemm& cg, int epilogue) {
@@ -308,26 +382,22 @@ __device__ __forceinline__ void conv_gemm(const T* __restrict__ src, const T* __
     const int M = cg.N * cg.OH * cg.OW;
     const int m0 = (int)blockIdx.x * Tile::BM, j0 = (int)blockIdx.y * Tile::BN;
     if (m0 >= M) return;
-    const int tm = (int)threadIdx.x % Tile::THREADS_M, tn = (int)threadIdx.x / Tile::THREADS_M;
 
     fill_tap_table(cg, taps);
-    T acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
-    ConvGemmLoader<Tile, T> loader(src, wgt, cg, taps, m0, j0, M);
+    Math math;
+    ConvGemmLoader<Tile, T, Math> loader(src, wgt, cg, taps, m0, j0, M);
     __syncthreads();  // the tap table is complete
     const int tiles = (loader.G + Tile::BK - 1) / Tile::BK;
-    gemm_mainloop<Tile, T>(loader, 0, tiles, As, Bs, tm, tn, acc);
+    gemm_mainloop<Tile, T>(loader, 0, tiles, As, Bs, math);
 
-    // Epilogue: at stride 1 the 4 pixels of a strip are neighbours in out, so a
-    // warp's stores for one channel cover a few 32-byte sectors.
+    // Epilogue: at stride 1 neighbouring rows of a thread's tile (a float4
+    // strip, or a fragment's 8 rows across lanes) are neighbouring pixels in
+    // out, so a warp's stores for one channel cover a few 32-byte sectors.
     const FastDiv div_ow(cg.OW), div_ohw(cg.OH * cg.OW);
     const long long plane = (long long)cg.OHF * cg.OWF;
 #pragma unroll
-    for (int i = 0; i < Tile::TM; ++i) {
-        const int m = m0 + tile_offset<Tile::THREADS_M>(tm, i);
+    for (int i = 0; i < Math::ROWS; ++i) {
+        const int m = m0 + math.row(i);
         if (m >= M) continue;
         const int n = div_ohw.div(m);
         const int iu = m - n * cg.OH * cg.OW;
@@ -336,10 +406,10 @@ __device__ __forceinline__ void conv_gemm(const T* __restrict__ src, const T* __
         const long long pixel = (long long)n * cg.NN * plane +
                                 (long long)(cg.oh0 + pi * cg.osh) * cg.OWF + cg.ow0 + pu * cg.osw;
 #pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) {
-            const int jj = j0 + tile_offset<Tile::THREADS_N>(tn, j);
+        for (int j = 0; j < Math::COLS; ++j) {
+            const int jj = j0 + math.col(j);
             if (jj >= cg.NN) continue;
-            T v = acc[i][j];
+            T v = math.value(i, j);
             if (epilogue & EPILOGUE_BIAS) v += bias[jj];
             if ((epilogue & EPILOGUE_RELU) && v < T(0)) v = T(0);
             out[pixel + jj * plane] = v;

@@ -114,6 +114,11 @@ class Backend:
         "backward_filter") on ``geom`` -- what benchmarks log beside their timings."""
         return "default"
 
+    def conv_precision(self, op: str, geom: ConvGeometry) -> str:
+        """The arithmetic of that kernel: "fp32" here; the cuda backends may run "tf32"
+        (``gpucnn.backend.precision``)."""
+        return "fp32"
+
     def conv2d_forward(self, x, w, b, geom: ConvGeometry, activation=None):
         """y[n,k,p,q] = act(b[k] + sum_{c,r,s} x[n,c,p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s]).
 

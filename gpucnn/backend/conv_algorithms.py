@@ -6,7 +6,9 @@ The ``cuda`` and ``cuda-emu`` backends have two families of convolution kernels:
   dtype, every shape; the reference the fast kernels are tested against;
 - ``igemm`` (``kernels/conv2d_igemm_*.cu``): implicit-GEMM kernels with shared-memory
   tiles and 8x8 register tiles per thread, float32, in a few tile
-  configurations per op (``FORWARD_TILES`` and friends below).
+  configurations per op (``FORWARD_TILES`` and friends below); with the conv
+  precision (``precision.py``) "tf32", the tensor-core kernels of the same
+  tiles (``TENSOR_CORE_SOURCES``) where the op has one and the GPU is sm_80+.
 
 ``choose(op, geom, dtype)`` is the rule that picks one per shape, written down
 here with its reasons; ``force(...)`` (or the ``GPUCNN_CONV_ALGO`` environment
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import os
 import time
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import precision as conv_precision
 from .base import check_conv_activation
 from .geometry import ConvGeometry
 from .launch import elementwise_launch, gemm_tile_launch
@@ -44,6 +48,12 @@ SOURCES = {
     "forward": "conv2d_igemm_forward.cu",
     "backward_data": "conv2d_igemm_backward_data.cu",
     "backward_filter": "conv2d_igemm_backward_filter.cu",
+}
+
+#: The tensor-core kernels per precision and op: same tiles, entry points and
+#: arguments as the FP32 ones, named ``..._<tile>_<precision>``.
+TENSOR_CORE_SOURCES = {
+    "tf32": {"forward": "conv2d_igemm_forward_tc.cu"},
 }
 
 #: Reduction rows per shared tile (BK) of every igemm kernel.
@@ -103,7 +113,13 @@ MAX_WORKSPACE_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class Choice:
-    """The kernel one op runs on one shape: ``algorithm`` "direct" or "igemm", its tile, split-K factor."""
+    """The kernel one op runs on one shape: ``algorithm`` "direct" or "igemm", its tile, split-K factor.
+
+    ``precision``: "fp32", or "tf32" for a tensor-core igemm kernel;
+    ``precision_note``: why it is "fp32" although the setting asked for more
+    ("" when it is what was asked). Both show in ``str``: "igemm 128x64 tf32",
+    "igemm 128x64 [tf32 asked: sm_75 has no tensor cores]".
+    """
 
     op: str
     algorithm: str
@@ -111,12 +127,14 @@ class Choice:
     splits: int = 1
     tiles_per_split: int = 0
     reason: str = ""
+    precision: str = "fp32"
+    precision_note: str = ""
 
     def __str__(self) -> str:
-        if self.algorithm == "direct":
-            return "direct"
-        text = f"igemm {self.tile.name}"
-        return text + (f" split-K {self.splits}" if self.splits > 1 else "")
+        text = "direct" if self.algorithm == "direct" else f"igemm {self.tile.name}"
+        text += f" split-K {self.splits}" if self.splits > 1 else ""
+        text += f" {self.precision}" if self.precision != "fp32" else ""
+        return text + (f" [{self.precision_note}]" if self.precision_note else "")
 
 
 # --- the rule ---------------------------------------------------------------
@@ -342,8 +360,36 @@ def autotune(enabled: bool = True) -> None:
         _tuned.clear()
 
 
-def choose(op: str, g: ConvGeometry, dtype=np.float32) -> Choice:
-    """The kernel ``op`` runs on ``g``: forced (``force``, ``GPUCNN_CONV_ALGO``), else the rule."""
+def with_precision(choice: Choice, dtype, arch: int | None, requested: str | None = None) -> Choice:
+    """``choice`` running at the conv precision ``requested`` (default: ``precision.get_conv_precision()``).
+
+    A tensor-core kernel replaces an igemm choice's FP32 one when the op has
+    one at that precision, the operands are float32 and the GPU (compute
+    capability ``arch``, e.g. 90; None on the emulator, which executes
+    mma.sync whatever the architecture) is sm_80 or later; otherwise the
+    choice stays FP32 with ``precision_note`` saying why.
+    """
+    requested = requested or conv_precision.get_conv_precision()
+    if requested == "fp32" or np.dtype(dtype) != np.float32:
+        return choice
+    if arch is not None and arch < conv_precision.MIN_TENSOR_CORE_ARCH:
+        note = f"{requested} asked: sm_{arch} has no tensor cores for it"
+    elif choice.op not in TENSOR_CORE_SOURCES.get(requested, {}):
+        note = f"{requested} asked: no {requested} kernel for {choice.op} yet"
+    elif choice.algorithm != "igemm":
+        note = f"{requested} asked: the direct kernel is FP32"
+    else:
+        return dataclasses.replace(choice, precision=requested)
+    return dataclasses.replace(choice, precision_note=note)
+
+
+def choose(op: str, g: ConvGeometry, dtype=np.float32, arch: int | None = None) -> Choice:
+    """The kernel ``op`` runs on ``g``: forced (``force``, ``GPUCNN_CONV_ALGO``), else the rule;
+    at the conv precision (``with_precision`` on a GPU of compute capability ``arch``)."""
+    return with_precision(_choose_algorithm(op, g, dtype), dtype, arch)
+
+
+def _choose_algorithm(op: str, g: ConvGeometry, dtype) -> Choice:
     if op not in OPS:
         raise ValueError(f"unknown convolution op {op!r}; known: {', '.join(OPS)}")
     forced = {**_env_forced(), **(_forced.get() or {})}
@@ -402,13 +448,15 @@ def _log_choice(backend, op: str, g: ConvGeometry, dtype, choice: Choice) -> Non
 def _select(backend, op: str, g: ConvGeometry, dtype, run) -> Choice:
     """The choice for this call; with autotuning on a GPU, time ``run(choice)`` for each candidate once."""
     forced = _forced.get() or _env_forced()
+    arch = backend.arch()
     if _autotune["on"] and backend.name == "cuda" and not forced:
-        key = (op, g, np.dtype(dtype).str)
+        key = (op, g, np.dtype(dtype).str, conv_precision.get_conv_precision())
         if key not in _tuned:
-            _tuned[key] = _time_candidates(backend, candidates(op, g, dtype), run)
+            timed = [with_precision(c, dtype, arch) for c in candidates(op, g, dtype)]
+            _tuned[key] = _time_candidates(backend, timed, run)
         choice = _tuned[key]
     else:
-        choice = choose(op, g, dtype)
+        choice = choose(op, g, dtype, arch)
     _log_choice(backend, op, g, dtype, choice)
     return choice
 
@@ -419,9 +467,7 @@ def _time_candidates(backend, choices: list[Choice], run) -> Choice:
     A single candidate is returned without running it.
     """
     if len(choices) == 1:
-        only = choices[0]
-        return Choice(only.op, only.algorithm, only.tile, only.splits, only.tiles_per_split,
-                      "autotuned: the only candidate")
+        return dataclasses.replace(choices[0], reason="autotuned: the only candidate")
     best, best_time = None, float("inf")
     for choice in choices:
         run(choice)
@@ -433,8 +479,7 @@ def _time_candidates(backend, choices: list[Choice], run) -> Choice:
         elapsed = time.perf_counter() - start
         if elapsed < best_time:
             best, best_time = choice, elapsed
-    return Choice(best.op, best.algorithm, best.tile, best.splits, best.tiles_per_split,
-                  f"autotuned: fastest of {len(choices)}")
+    return dataclasses.replace(best, reason=f"autotuned: fastest of {len(choices)}")
 
 
 # --- launching ----------------------------------------------------------------
@@ -450,8 +495,11 @@ def _conv_scalars(g: ConvGeometry) -> tuple:
 
 
 def _function(backend, op: str, choice: Choice):
-    """The igemm entry point of ``choice`` (float32, the only dtype they have)."""
-    return backend.function(SOURCES[op], f"conv2d_{op}_igemm_{choice.tile.name}_f32")
+    """The igemm entry point of ``choice``: float32 (the only dtype they have), FP32 or tensor-core."""
+    if choice.precision == "fp32":
+        return backend.function(SOURCES[op], f"conv2d_{op}_igemm_{choice.tile.name}_f32")
+    return backend.function(TENSOR_CORE_SOURCES[choice.precision][op],
+                            f"conv2d_{op}_igemm_{choice.tile.name}_{choice.precision}")
 
 
 def _no_direct(op: str):

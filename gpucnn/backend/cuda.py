@@ -73,15 +73,18 @@ class CudaBackend(Backend):
     ``name``: "cuda" or "cuda-emu"; ``xp``: ``cupy`` or ``numpy``;
     ``load_module(path, options)``: the launcher (see the module docstring);
     ``synchronize``: a callable that waits for the device, or None when
-    launches are synchronous (the emulator).
+    launches are synchronous (the emulator); ``device_arch``: a callable
+    returning the GPU's compute capability (90 for 9.0), or None for the
+    emulator (it executes the tensor-core instructions on every architecture).
     Every op takes float32 or float64 operands of one dtype.
     """
 
-    def __init__(self, name: str, xp, load_module, synchronize=None):
+    def __init__(self, name: str, xp, load_module, synchronize=None, device_arch=None):
         self.name = name
         self.xp = xp
         self._load_module = load_module
         self._synchronize = synchronize
+        self._device_arch = device_arch
         self._functions: dict = {}
         self._to_numpy_copies = 0
         self._zero_biases: dict = {}
@@ -113,9 +116,17 @@ class CudaBackend(Backend):
         if self._synchronize is not None:
             self._synchronize()
 
+    def arch(self) -> int | None:
+        """The GPU's compute capability as an int (75, 80, 90), or None on the emulator."""
+        return None if self._device_arch is None else self._device_arch()
+
     def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
-        """The kernel ``conv_algorithms.choose`` picks for float32 ``op`` on ``geom``."""
-        return str(conv_algorithms.choose(op, geom, np.float32))
+        """The kernel ``conv_algorithms.choose`` picks for float32 ``op`` on ``geom``, with its precision."""
+        return str(conv_algorithms.choose(op, geom, np.float32, self.arch()))
+
+    def conv_precision(self, op: str, geom: ConvGeometry) -> str:
+        """The arithmetic of that kernel: "fp32" or "tf32" (see ``gpucnn.backend.precision``)."""
+        return conv_algorithms.choose(op, geom, np.float32, self.arch()).precision
 
     def empty(self, shape, dtype):
         """An uninitialised output array; every kernel writes all of its elements.
@@ -266,9 +277,10 @@ def cupy_cuda_backend() -> CudaBackend:
     """The ``cuda`` backend without the usability check: the check's own test kernel runs on it."""
     import cupy
 
-    from .cupy_launcher import load_module
+    from .cupy_launcher import device_arch, load_module
 
-    return CudaBackend("cuda", cupy, load_module, synchronize=cupy.cuda.runtime.deviceSynchronize)
+    return CudaBackend("cuda", cupy, load_module, synchronize=cupy.cuda.runtime.deviceSynchronize,
+                       device_arch=device_arch)
 
 
 def make_emulated_cuda_backend() -> CudaBackend:

@@ -15,12 +15,19 @@ shifts some output by a whole term, at least ~1/sqrt(L) of the largest.
 Max pooling must match exactly, argmax included. The float64 kernels get
 ``TOLERANCE_FLOAT64``: their rounding is 1e-9 of float32's, while a float64
 kernel that rounds through float32 anywhere shows errors near 1e-7.
+
+A tensor-core convolution (conv precision "tf32", ``gpucnn.backend.precision``)
+rounds its inputs to TF32 before multiplying: its reference is the float64
+baseline on the same inputs rounded to TF32 (bias excepted, added in float32),
+so only the float32 accumulation remains and ``TOLERANCE`` still applies; a
+kernel that skipped or botched the rounding, or a missed term, fails it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..backend.precision import round_to_tf32
 from . import baseline, workload
 
 TOLERANCE = 1e-4
@@ -40,13 +47,15 @@ def _relative_error(ours, reference) -> float:
 def check_op(backend, case, op: str, seed: int = 0, dtype=np.float32) -> dict:
     """Run ``op`` of ``backend`` once on ``case`` in ``dtype`` and compare with the float64 baseline.
 
-    Returns ``{"case", "op", "backend", "algorithm", "dtype", "error", "ok"}``; ``error``
-    is the relative error above (0.0 or 1.0 for max pooling, which must be exact).
+    Returns ``{"case", "op", "backend", "algorithm", "precision", "dtype", "error", "ok"}``;
+    ``error`` is the relative error above (0.0 or 1.0 for max pooling, which must be exact).
     """
     g = case.geometry
     inputs = workload.make_inputs(case, op, seed, dtype)
     ours_in = {k: backend.asarray(v) for k, v in inputs.items()}
-    ref_in = {k: v.astype(np.float64) for k, v in inputs.items()}
+    precision = workload.precision(backend, case, op) if np.dtype(dtype) == np.float32 else "fp64"
+    ref_in = {k: (round_to_tf32(v) if precision == "tf32" and k != "b" else v).astype(np.float64)
+              for k, v in inputs.items()}
     if op.startswith("max_pool2d"):
         y, ours_argmax = backend.max_pool2d_forward(ours_in["x"], g)
         want_y, want_argmax = baseline.max_pool2d_forward(inputs["x"], g)
@@ -62,7 +71,8 @@ def check_op(backend, case, op: str, seed: int = 0, dtype=np.float32) -> dict:
         ours = backend.to_numpy(workload.bind_op(backend, op, ours_in, g)())
         error = _relative_error(ours, workload.bind_op(baseline, op, ref_in, g)())
     return {"case": case.id, "op": op, "backend": backend.name,
-            "algorithm": workload.algorithm(backend, case, op), "dtype": np.dtype(dtype).name,
+            "algorithm": workload.algorithm(backend, case, op), "precision": precision,
+            "dtype": np.dtype(dtype).name,
             "error": error, "ok": error <= tolerance(dtype)}
 
 

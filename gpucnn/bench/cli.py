@@ -54,6 +54,9 @@ def add_arguments(parser) -> None:
                         help="set every batch size to this (a tiny workload for tests)")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the records as JSON")
     parser.add_argument("--plot", metavar="PATH", default=None, help="write a bar chart (PNG)")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
+                        help="conv precision of the cuda backends (gpucnn.set_conv_precision; default: "
+                             "GPUCNN_CONV_PRECISION, else fp32): tf32 runs the tensor-core kernels on sm_80+")
     parser.add_argument("--kernels", action="store_true",
                         help="list the kernel each backend runs per case and op, and exit without timing")
     parser.add_argument("--check", action="store_true",
@@ -179,8 +182,8 @@ def _check(backends, cases) -> int:
     print(report.format_columns(rows))
     wrong = sum(not r["ok"] for r in results)
     print(f"{len(results) - wrong} of {len(results)} results right (error = max|ours - float64 NumPy| / "
-          f"max|NumPy|, tolerance {check.TOLERANCE:g}; max pooling exact) in "
-          f"{time.perf_counter() - started:.1f} s")
+          f"max|NumPy|, tolerance {check.TOLERANCE:g}; max pooling exact; tf32 kernels against NumPy on "
+          f"TF32-rounded inputs) in {time.perf_counter() - started:.1f} s")
     return 1 if wrong else 0
 
 
@@ -218,8 +221,11 @@ def _run_backends(args, backends, cases, models, settings, train_batch):
 def run(args) -> int:
     """Run ``gpucnn bench`` with parsed ``args``; returns the exit status (2 for bad options)."""
     from ..backend import get_backend
+    from ..backend.precision import set_conv_precision
 
     started = time.perf_counter()
+    if args.precision is not None:
+        set_conv_precision(args.precision)
     try:
         cases, models, settings, train_batch = _plan(args)
         backends = [get_backend(name) for name in _split(args.backend)]

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
+from ..backend.precision import get_conv_precision
 from . import end_to_end, workload
 from .timing import Timing, WallClock, cupy_clock, measure
 
@@ -76,6 +77,7 @@ def kernel_record(backend, case, op: str, ours: Timing, theirs: Timing | None, r
     return {
         "op": op, "case": case.id, "title": case.title, "shape": case.shape_text, "family": case.family,
         "backend": backend.name, "algorithm": workload.algorithm(backend, case, op), "dtype": "float32",
+        "precision": workload.precision(backend, case, op),
         "median_s": median, "min_s": ours.min_s, "samples": len(ours.samples), "calls_per_sample": ours.calls,
         "flops": flops, "bytes": nbytes,
         "gflops": flops / median / 1e9 if compute_bound else None,
@@ -102,7 +104,10 @@ def training_record(backend, spec: dict, ours: Timing, theirs: Timing | None, re
         "op": "train_step", "case": spec["model"], "title": spec["title"],
         "shape": f"{batch}," + ",".join(str(d) for d in spec["input_shape"]) + f" -> {spec['num_classes']}",
         "family": "train", "backend": backend.name, "algorithm": "gpucnn Sequential + Adam",
-        "dtype": "float32", "median_s": median, "min_s": ours.min_s, "samples": len(ours.samples),
+        "dtype": "float32",
+        # The setting; each convolution still falls back to FP32 where it has no tensor-core kernel.
+        "precision": "fp32" if backend.name == "cpu" else get_conv_precision(),
+        "median_s": median, "min_s": ours.min_s, "samples": len(ours.samples),
         "calls_per_sample": ours.calls, "flops": flops, "bytes": None,
         "gflops": flops / median / 1e9, "gbps": None, "peak_fraction": flops / median / peak.flops,
         "peak_metric": "FP32 FLOP/s", "batch": batch, "images_per_s": batch / median,

@@ -229,6 +229,13 @@ def prepare(backend, case, op: str, seed: int = 0):
     return bind_op(backend, op, a, g)
 
 
+def precision(backend, case, op: str) -> str:
+    """The arithmetic of that kernel: "fp32", or "tf32" for a tensor-core convolution (``Backend.conv_precision``)."""
+    if case.family == "conv":
+        return backend.conv_precision(op.replace("conv2d_", ""), case.geometry)
+    return "fp32"
+
+
 def algorithm(backend, case, op: str) -> str:
     """The kernel ``backend`` runs for ``op`` on ``case`` (``Backend.conv_algorithm`` for convolutions)."""
     if case.family == "conv":

@@ -1,0 +1,92 @@
+// igemm_tc.cuh: the tensor-core math of the implicit-GEMM kernels.
+//
+// Tf32Math has SimtMath's interface (igemm_tile.cuh), so conv_gemm, its loader
+// and its double-buffered main loop are the FP32 kernels' own; what changes:
+//
+//   - the loader stores each element rounded to TF32 (cvt.rna.tf32.f32), once
+//     per element, instead of once per fragment read;
+//   - the block's warps each own a WM x WN warp tile of the block tile, made
+//     of (WM/16) x (WN/8) mma tiles of 16 x 8; per BK = 8 slice of shared
+//     memory, a warp reads its A and B fragments (mma.cuh's layouts) and
+//     issues one mma.sync.m16n8k8 per mma tile.
+//
+// Shared-memory reads: lane (g, t) reads As[k = t or t+4][m = g, g+8, ...] and
+// Bs[k][n = g]: 4 reduction rows by 8 columns per warp instruction, which a
+// row pitch of BM + 8 (TileShape's PAD = 8) spreads over the 32 banks.
+#pragma once
+
+#include "igemm_tile.cuh"
+#include "mma.cuh"
+
+namespace gpucnn {
+namespace igemm {
+
+// Warp w of the block owns rows (w % WARPS_M)*WM.. and columns (w / WARPS_M)*WN..
+// of the block tile. Lane (g = lane/4, t = lane%4) holds, of mma tile (i, j),
+// the accumulators c[0..3] at rows g, g+8 and columns 2t, 2t+1 (mma.cuh).
+template <class Tile, int WM, int WN>
+struct Tf32Math {
+    static constexpr int WARPS_M = Tile::BM / WM, WARPS_N = Tile::BN / WN;
+    static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles per warp tile
+    static constexpr int ROWS = 2 * MT, COLS = 2 * NT;
+    static_assert(Tile::BM % WM == 0 && Tile::BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0,
+                  "warp tiles of whole mma tiles must tile the block tile");
+    static_assert(WARPS_M * WARPS_N * 32 == Tile::THREADS, "one warp per warp tile");
+    static_assert(Tile::BK % 8 == 0, "m16n8k8 takes the reduction 8 at a time");
+
+    int row0, col0;      // the lane's first accumulator row / column in the block tile
+    int a_lane, b_lane;  // its fragments' offsets in As and Bs
+    float acc[MT][NT][4];
+
+    __device__ Tf32Math() {
+        const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+        const int g = lane >> 2, t = lane & 3;
+        const int warp_row = (warp % WARPS_M) * WM, warp_col = (warp / WARPS_M) * WN;
+        row0 = warp_row + g;
+        col0 = warp_col + 2 * t;
+        a_lane = opaque(t * Tile::LDA + warp_row + g);
+        b_lane = opaque(t * Tile::LDB + warp_col + g);
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    }
+
+    // The TF32 pattern of v, kept in a float slot of shared memory.
+    __device__ static __forceinline__ float to_shared(float v) { return __uint_as_float(mma::to_tf32(v)); }
+
+    __device__ __forceinline__ void multiply(const float* As, const float* Bs) {
+#pragma unroll
+        for (int k = 0; k < Tile::BK; k += 8) {
+            const float* a = As + k * Tile::LDA + a_lane;
+            const float* b = Bs + k * Tile::LDB + b_lane;
+            unsigned fa[MT][4], fb[NT][2];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {  // a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4)
+                fa[i][0] = __float_as_uint(a[i * 16]);
+                fa[i][1] = __float_as_uint(a[i * 16 + 8]);
+                fa[i][2] = __float_as_uint(a[4 * Tile::LDA + i * 16]);
+                fa[i][3] = __float_as_uint(a[4 * Tile::LDA + i * 16 + 8]);
+            }
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {  // b0 (t, g), b1 (t+4, g)
+                fb[j][0] = __float_as_uint(b[j * 8]);
+                fb[j][1] = __float_as_uint(b[4 * Tile::LDB + j * 8]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j) mma::mma_m16n8k8_tf32(acc[i][j], fa[i], fb[j], acc[i][j]);
+        }
+    }
+
+    // Accumulator (i, j): mma tile (i/2, j/2), element 2*(i%2) + j%2.
+    __device__ __forceinline__ int row(int i) const { return row0 + (i / 2) * 16 + (i % 2) * 8; }
+    __device__ __forceinline__ int col(int j) const { return col0 + (j / 2) * 8 + (j % 2); }
+    __device__ __forceinline__ float value(int i, int j) const { return acc[i / 2][j / 2][2 * (i % 2) + j % 2]; }
+};
+
+}  // namespace igemm
+}  // namespace gpucnn

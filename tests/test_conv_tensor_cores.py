@@ -1,0 +1,199 @@
+"""The tensor-core (TF32) convolution kernels and the conv precision setting.
+
+Runs on ``cuda-emu`` everywhere a C++ compiler is (the emulator executes
+``mma.sync`` as kernels/mma.cuh documents, and the suite's default build has
+the shared-memory race checker on), and on ``cuda`` where a GPU of sm_80 or
+later is. Each tensor-core tile runs the ragged shapes of
+test_conv_implicit_gemm.py with the guard-cell harness of test_kernels_ragged.py
+and is checked twice against float64:
+
+- the accuracy contract of ``gpucnn.backend.precision``: |ours - exact| within
+  (2u + u^2) S + (n + 1) 2^-23 (S + |b|), S = sum |x||w|, u = 2^-11;
+- the model: against the exact convolution of the inputs rounded to TF32
+  (round to nearest, ties away), only float32 accumulation error remains,
+  (n + 1) 2^-23 (S + |b|) -- 100x tighter than TF32's own error, so an FP32
+  kernel, a truncating one, or one that rounds only one operand fails it.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn.backend import ConvGeometry, conv_algorithms, precision
+from gpucnn.backend.conv_algorithms import TENSOR_CORE_SOURCES, TILES
+from gpucnn.backend.cuda import CudaBackend
+from reference import conv2d_forward_ref
+from test_conv_implicit_gemm import ASAN_SCRIPT, IGEMM_CASES, geometry, record_launches
+from test_kernels_ragged import guarded, guarded_input  # noqa: F401 (fixture)
+
+CUDA_BACKENDS = pytest.mark.parametrize("backend", ["cuda-emu", "cuda"], indirect=True)
+
+
+@pytest.fixture
+def tf32(monkeypatch):
+    """conv precision "tf32" for the test, the setting restored afterwards."""
+    monkeypatch.delenv(precision.ENVIRONMENT_VARIABLE, raising=False)
+    gpucnn.set_conv_precision("tf32")
+    yield
+    gpucnn.set_conv_precision(None)
+
+
+def needs_tensor_cores(backend):
+    arch = backend.arch()
+    if arch is not None and arch < precision.MIN_TENSOR_CORE_ARCH:
+        pytest.skip(f"sm_{arch} has no TF32 tensor cores")
+
+
+def forward_bounds(x, w, b, hyper):
+    """(exact y, y of the TF32-rounded inputs, contract bound, accumulation bound), float64."""
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    exact = conv2d_forward_ref(x64, w64, b64, **hyper)
+    rounded = conv2d_forward_ref(precision.round_to_tf32(x).astype(np.float64),
+                                 precision.round_to_tf32(w).astype(np.float64), b64, **hyper)
+    abs_sum = conv2d_forward_ref(np.abs(x64), np.abs(w64), None, **hyper)
+    n = w[0].size
+    abs_bias = np.abs(b64)[None, :, None, None]
+    contract = precision.tf32_error_bound(abs_sum, n, abs_bias)
+    accumulation = (n + 1) * precision.FLOAT32_SUM_ERROR * (abs_sum + abs_bias)
+    return exact, rounded, contract, accumulation
+
+
+@CUDA_BACKENDS
+@pytest.mark.parametrize("tile", list(TILES["forward"]))
+@pytest.mark.parametrize("case", IGEMM_CASES, ids=str)
+def test_tf32_forward_meets_the_accuracy_contract_with_guards(backend, guarded, tf32, case, tile, rng,
+                                                              monkeypatch):
+    needs_tensor_cores(backend)
+    launched = record_launches(backend, monkeypatch)
+    N, C, H, W, K, R, S, stride, padding, dilation = case
+    hyper = dict(stride=stride, padding=padding, dilation=dilation)
+    geom = geometry(case)
+    x = rng.standard_normal(geom.x_shape).astype(np.float32)
+    w = rng.standard_normal(geom.w_shape).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    exact, rounded, contract, accumulation = forward_bounds(x, w, b, hyper)
+    xd, wd, bd = (guarded_input(backend, a) for a in (x, w, b))
+    with conv_algorithms.force(forward=f"igemm:{tile}"):
+        for bias, activation in ((bd, None), (bd, "relu"), (None, None)):
+            y = backend.to_numpy(backend.conv2d_forward(xd, wd, bias, geom, activation=activation))
+            guarded.assert_guards_intact(f"tf32 conv2d_forward {tile}")
+            want_exact, want_rounded = exact, rounded
+            if bias is None:
+                shift = b.astype(np.float64)[None, :, None, None]
+                want_exact, want_rounded = exact - shift, rounded - shift
+            if activation == "relu":
+                want_exact, want_rounded = np.maximum(want_exact, 0), np.maximum(want_rounded, 0)
+            assert not np.isnan(y).any()
+            assert np.all(np.abs(y - want_exact) <= contract), np.abs(y - want_exact).max()
+            assert np.all(np.abs(y - want_rounded) <= accumulation), (np.abs(y - want_rounded) / accumulation).max()
+    assert launched and set(launched) == {f"conv2d_forward_igemm_{tile}_tf32"}, launched
+
+
+@CUDA_BACKENDS
+def test_the_model_check_rejects_fp32_results(backend, rng):
+    """Not vacuous: the FP32 kernel's result misses the TF32 model by far more than the accumulation bound."""
+    case = IGEMM_CASES[0]
+    hyper = dict(zip(("stride", "padding", "dilation"), case[7:]))
+    geom = geometry(case)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (geom.x_shape, geom.w_shape, (geom.K,)))
+    _, rounded, _, accumulation = forward_bounds(x, w, b, hyper)
+    with conv_algorithms.force(forward="igemm"):
+        y = backend.to_numpy(backend.conv2d_forward(backend.asarray(x), backend.asarray(w), backend.asarray(b),
+                                                    geom))
+    assert (np.abs(y - rounded) > accumulation).mean() > 0.5
+
+
+def test_the_contract_bound_is_tight_to_a_small_factor(rng):
+    """The bound is not slack by orders of magnitude: inputs halfway between TF32 values, all
+    of one sign, reach a good part of it (so a kernel off by a few TF32 ulps would exceed it)."""
+    n = 64
+    ulp_half = 2.0**-11
+    x = np.full(n, 1 + ulp_half, np.float32)  # each rounds up by 2^-11 (ties away)
+    w = np.full(n, 1 + ulp_half, np.float32)
+    error = float(np.dot(precision.round_to_tf32(x).astype(np.float64), precision.round_to_tf32(w))
+                  - np.dot(x.astype(np.float64), w))
+    bound = float(precision.tf32_error_bound(np.dot(np.abs(x.astype(np.float64)), np.abs(w)), n))
+    assert 0.5 * bound < error <= bound
+
+
+# --- the setting ------------------------------------------------------------------------
+
+
+def test_precision_setting_and_environment(monkeypatch):
+    monkeypatch.delenv(precision.ENVIRONMENT_VARIABLE, raising=False)
+    gpucnn.set_conv_precision(None)
+    assert gpucnn.get_conv_precision() == "fp32"
+    monkeypatch.setenv(precision.ENVIRONMENT_VARIABLE, "tf32")
+    assert gpucnn.get_conv_precision() == "tf32"
+    gpucnn.set_conv_precision("bf16")
+    try:
+        assert gpucnn.get_conv_precision() == "bf16"  # the call wins over the environment
+    finally:
+        gpucnn.set_conv_precision(None)
+    monkeypatch.setenv(precision.ENVIRONMENT_VARIABLE, "fp16")
+    with pytest.raises(ValueError, match="GPUCNN_CONV_PRECISION.*'fp16'"):
+        gpucnn.get_conv_precision()
+    with pytest.raises(ValueError, match="set_conv_precision.*'half'"):
+        gpucnn.set_conv_precision("half")
+
+
+def test_choice_names_the_precision_and_falls_back_on_sm75(tf32):
+    g = geometry(IGEMM_CASES[0])
+    assert conv_algorithms.choose("forward", g, np.float32).precision == "tf32"
+    assert str(conv_algorithms.choose("forward", g, np.float32, arch=90)).endswith(" tf32")
+    on_t4 = conv_algorithms.choose("forward", g, np.float32, arch=75)
+    assert on_t4.precision == "fp32" and "sm_75" in str(on_t4)
+    assert conv_algorithms.choose("forward", g, np.float64).precision == "fp32"
+    for op in set(conv_algorithms.OPS) - set(TENSOR_CORE_SOURCES["tf32"]):
+        choice = conv_algorithms.choose(op, g, np.float32)
+        assert choice.precision == "fp32" and f"no tf32 kernel for {op}" in str(choice)
+
+
+def test_an_sm75_device_runs_the_fp32_kernels(tf32, rng, monkeypatch):
+    from gpucnn.backend.emulator import load_module
+
+    t4 = CudaBackend("cuda-emu", np, load_module, device_arch=lambda: 75)
+    launched = record_launches(t4, monkeypatch)
+    g = geometry(IGEMM_CASES[0])
+    x, w = (rng.standard_normal(s).astype(np.float32) for s in (g.x_shape, g.w_shape))
+    y = t4.conv2d_forward(x, w, None, g)
+    assert launched and all(name.endswith("_f32") for name in launched), launched
+    np.testing.assert_allclose(y, conv2d_forward_ref(x, w, None, stride=1, padding=1, dilation=1),
+                               rtol=1e-4, atol=1e-4)
+    assert t4.conv_precision("forward", g) == "fp32"
+
+
+def test_bench_check_and_kernel_list_name_the_precision(tf32):
+    from gpucnn.bench import check, workload
+
+    backend = gpucnn.get_backend("cuda-emu")
+    (case,) = workload.with_batch(workload.select(workload.STANDARD_WORKLOAD, ["conv"], {"D2"}), 1)
+    result = check.check_op(backend, case, "conv2d_forward")
+    assert result["precision"] == "tf32" and result["algorithm"].endswith(" tf32")
+    assert result["ok"], result
+    assert workload.precision(backend, case, "conv2d_backward_filter") == "fp32"
+
+
+# --- AddressSanitizer ---------------------------------------------------------------
+
+
+def test_tensor_core_kernels_are_clean_under_address_sanitizer():
+    from gpucnn.backend.emulator import EmulatorError, asan_environment
+
+    try:
+        env = dict(os.environ, **asan_environment())
+    except (EmulatorError, OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no AddressSanitizer runtime: {exc}")
+    env.pop("GPUCNN_CONV_ALGO", None)
+    env[precision.ENVIRONMENT_VARIABLE] = "tf32"
+    # Not vacuous: each forward call is the tensor-core kernel.
+    forward = 'conv_algorithms.conv2d_forward(backend, x, w, b, g, activation="relu")'
+    script = ASAN_SCRIPT.replace(forward, f'assert conv_algorithms.choose("forward", g).precision == "tf32"; {forward}')
+    assert script != ASAN_SCRIPT
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert "AddressSanitizer" not in proc.stderr, proc.stderr[-4000:]
+    assert proc.returncode == 0 and "every igemm configuration ran clean" in proc.stdout, proc.stderr[-4000:]
