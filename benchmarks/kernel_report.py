@@ -10,9 +10,16 @@ Columns:
 - threads: the block size the backend launches (the igemm tiles of conv_algorithms, else
   the one-thread-per-element block of launch.py); occ: resident threads per SM over the SM's
   maximum at that block size, limited by registers, shared memory and blocks per SM;
-- loop, fma%, lds, ldg: the loop (a backward branch's range in the SASS) holding the most FMAs,
-  its instruction count, the share of FFMA/DFMA in it, its shared and global loads. A GEMM's
-  loop with an FMA share f cannot issue faster than f of the FP32 peak;
+- loop, fma%, lds, ldg: the loop (a backward branch's range in the SASS) holding the most FMAs
+  (FFMA/DFMA, or tensor-core HMMA), its instruction count, the share of FFMA/DFMA in it, its
+  shared and global loads. A GEMM's loop with an FMA share f cannot issue faster than f of the
+  FP32 peak;
+- hmma, flop/ins, tc bound (tensor-core kernels): the HMMA instructions in that loop, the tensor
+  FLOPs per issued warp instruction of the loop (2*m*n*k per HMMA, e.g. 2048 for
+  HMMA.1688.F32.TF32), and the upper bound that implies on the fraction of the tensor-core peak:
+  a sub-partition issues at most one warp instruction per clock, and its dense peak is
+  TENSOR_PEAK_PER_CLOCK FLOP per clock (sm_90 TF32: 512), so the loop reaches at most
+  min(1, flop/ins / peak);
 - on a GPU (``--gpu``, default when CuPy sees one): regs and local (spill) bytes of the kernel
   NVRTC built for that device, and the occupancy the driver computes at the launch block size
   (``cuOccupancyMaxActiveBlocksPerMultiprocessor``): the ceiling of the achieved occupancy.
@@ -46,6 +53,11 @@ SM_LIMITS = {
 SMEM_RESERVED_PER_BLOCK = 1024  # the driver's own shared memory per block (sm_80 and newer)
 
 FMA_OPS = ("FFMA", "DFMA", "FFMA2")
+#: FLOPs of one HMMA warp instruction, by its shape suffix (m, n, k digits): 2*m*n*k.
+HMMA_FLOPS = {"1688": 2 * 16 * 8 * 8, "16816": 2 * 16 * 8 * 16, "1684": 2 * 16 * 8 * 4}
+#: Dense tensor-core FLOPs per clock per SM sub-partition (a quarter SM), FP32 accumulation:
+#: A100 156 TFLOP/s TF32 over 108 SMs x 4 x 1.41 GHz = 256; H100 SXM 495 over 132 x 4 x 1.83 GHz = 512.
+TENSOR_PEAK_PER_CLOCK = {"80": {"TF32": 256, "BF16": 512}, "90": {"TF32": 512, "BF16": 1024}}
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
@@ -54,7 +66,8 @@ def launch_threads(kernel: str) -> int:
     from gpucnn.backend import conv_algorithms
     from gpucnn.backend.launch import ELEMENTWISE_THREADS
 
-    for op, tiles in conv_algorithms.TILES.items():
+    tensor_core = not kernel.endswith("_f32")
+    for op, tiles in (conv_algorithms.TENSOR_CORE_TILES if tensor_core else conv_algorithms.TILES).items():
         for name, tile in tiles.items():
             if kernel.startswith(f"conv2d_{op}_igemm_{name}_"):
                 return tile.threads
@@ -100,6 +113,12 @@ def hot_loops(source: Path, arch: str, tool: str) -> dict[str, dict]:
     return {name: _hottest_loop(instructions) for name, instructions in functions.items()}
 
 
+def _hmma_flops(op: str) -> int:
+    """FLOPs of one HMMA instruction ``op`` (e.g. "HMMA.1688.F32.TF32"), 0 for anything else."""
+    parts = op.split(".")
+    return HMMA_FLOPS.get(parts[1], 0) if parts[0] == "HMMA" and len(parts) > 1 else 0
+
+
 def _hottest_loop(instructions) -> dict:
     best = {}
     for address, op, operands in instructions:
@@ -108,10 +127,22 @@ def _hottest_loop(instructions) -> dict:
             continue
         body = [o for a, o, _ in instructions if int(target.group(1), 16) <= a <= address and not o.startswith("NOP")]
         fma = sum(o.split(".")[0] in FMA_OPS for o in body)
-        if not best or fma > best["loop_fma"] or (fma == best["loop_fma"] and len(body) < best["loop"]):
-            best = dict(loop=len(body), loop_fma=fma, fma_share=fma / len(body),
-                        lds=sum(o.startswith("LDS") for o in body), ldg=sum(o.startswith("LDG") for o in body))
+        hmma = [o for o in body if _hmma_flops(o)]
+        work = fma + len(hmma)
+        if not best or work > best["loop_work"] or (work == best["loop_work"] and len(body) < best["loop"]):
+            best = dict(loop=len(body), loop_work=work, loop_fma=fma, fma_share=fma / len(body),
+                        lds=sum(o.startswith("LDS") for o in body), ldg=sum(o.startswith("LDG") for o in body),
+                        hmma=len(hmma), hmma_type=hmma[0].split(".")[-1] if hmma else None,
+                        tensor_flops_per_instruction=sum(map(_hmma_flops, hmma)) / len(body))
     return best
+
+
+def tensor_core_bound(row: dict, arch: str) -> float | None:
+    """min(1, tensor FLOPs per instruction / peak per clock): the most of the tensor peak the loop can reach."""
+    peak = TENSOR_PEAK_PER_CLOCK.get(arch, {}).get(row.get("hmma_type"))
+    if not row.get("hmma") or peak is None:
+        return None
+    return min(1.0, row["tensor_flops_per_instruction"] / peak)
 
 
 def gpu_columns(source: Path, kernels: list[str]) -> dict[str, dict]:
@@ -144,9 +175,10 @@ def report(sources, arch: str, gpu: bool) -> list[dict]:
         on_gpu = gpu_columns(source, [r["kernel"] for r in ptxas]) if gpu else {}
         for r in ptxas:
             threads = launch_threads(r["kernel"])
-            rows.append({**r, "threads": threads,
-                         "occupancy": occupancy(arch, r["registers"], r["smem"], threads),
-                         **loops.get(r["kernel"], {}), **on_gpu.get(r["kernel"], {})})
+            row = {**r, "threads": threads, "occupancy": occupancy(arch, r["registers"], r["smem"], threads),
+                   **loops.get(r["kernel"], {}), **on_gpu.get(r["kernel"], {})}
+            row["tensor_core_bound"] = tensor_core_bound(row, arch)
+            rows.append(row)
     return rows
 
 
@@ -175,8 +207,10 @@ def main(argv=None) -> int:
     gpu = _gpu_present() if args.gpu is None else args.gpu
     rows = report(sources, args.arch, gpu)
 
+    tensor = any(r.get("hmma") for r in rows)
     header = (f"{'kernel':<40} {'threads':>7} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} "
               f"{'loop':>5} {'fma%':>5} {'lds':>4} {'ldg':>4}")
+    header += f" {'hmma':>4} {'flop/ins':>8} {'tc bound':>8}" if tensor else ""
     header += f" {'gpu regs':>8} {'local':>5} {'gpu occ':>7}" if gpu else ""
     print(f"sm_{args.arch}")
     print(header)
@@ -186,6 +220,10 @@ def main(argv=None) -> int:
         line = (f"{r['kernel']:<40} {r['threads']:>7} {r['registers']:>4} {r['spill_stores'] + r['spill_loads']:>5} "
                 f"{r['smem']:>6} {100 * r['occupancy']:>4.0f}% {r.get('loop', '-'):>5} {fma:>5} "
                 f"{r.get('lds', '-'):>4} {r.get('ldg', '-'):>4}")
+        if tensor:
+            bound = "-" if r["tensor_core_bound"] is None else f"{100 * r['tensor_core_bound']:.0f}%"
+            line += (f" {r.get('hmma', 0):>4} {r.get('tensor_flops_per_instruction', 0):>8.0f} {bound:>8}"
+                     if r.get("hmma") else f" {'-':>4} {'-':>8} {'-':>8}")
         if gpu:
             line += f" {r['gpu_regs']:>8} {r['gpu_local']:>5} {100 * r['gpu_occupancy']:>6.0f}%"
         print(line)

@@ -24,9 +24,9 @@ import pytest
 
 import gpucnn
 from gpucnn.backend import ConvGeometry, conv_algorithms, precision
-from gpucnn.backend.conv_algorithms import TENSOR_CORE_SOURCES, TILES
+from gpucnn.backend.conv_algorithms import TENSOR_CORE_SOURCES, TENSOR_CORE_TILES, TILES
 from gpucnn.backend.cuda import CudaBackend
-from reference import conv2d_forward_ref
+from reference import conv2d_backward_data_ref, conv2d_forward_ref
 from test_conv_implicit_gemm import ASAN_SCRIPT, IGEMM_CASES, geometry, record_launches
 from test_kernels_ragged import guarded, guarded_input  # noqa: F401 (fixture)
 
@@ -48,59 +48,81 @@ def needs_tensor_cores(backend):
         pytest.skip(f"sm_{arch} has no TF32 tensor cores")
 
 
-def forward_bounds(x, w, b, hyper):
-    """(exact y, y of the TF32-rounded inputs, contract bound, accumulation bound), float64."""
-    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
-    exact = conv2d_forward_ref(x64, w64, b64, **hyper)
-    rounded = conv2d_forward_ref(precision.round_to_tf32(x).astype(np.float64),
-                                 precision.round_to_tf32(w).astype(np.float64), b64, **hyper)
-    abs_sum = conv2d_forward_ref(np.abs(x64), np.abs(w64), None, **hyper)
-    n = w[0].size
-    abs_bias = np.abs(b64)[None, :, None, None]
+def bounds(reference, a, b, n, bias=None):
+    """``reference(a, b)`` (float64 inputs) of the exact inputs and of their TF32 roundings, with the
+    contract bound and the accumulation-only bound of outputs that sum ``n`` products (plus ``bias``)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    exact = reference(a64, b64)
+    rounded = reference(precision.round_to_tf32(a).astype(np.float64), precision.round_to_tf32(b).astype(np.float64))
+    abs_sum = reference(np.abs(a64), np.abs(b64))
+    abs_bias = 0.0 if bias is None else np.abs(bias.astype(np.float64))[None, :, None, None]
     contract = precision.tf32_error_bound(abs_sum, n, abs_bias)
     accumulation = (n + 1) * precision.FLOAT32_SUM_ERROR * (abs_sum + abs_bias)
     return exact, rounded, contract, accumulation
 
 
+def assert_tf32(got, exact, rounded, contract, accumulation):
+    assert not np.isnan(got).any()
+    assert np.all(np.abs(got - exact) <= contract), np.abs(got - exact).max()
+    assert np.all(np.abs(got - rounded) <= accumulation), (np.abs(got - rounded) / accumulation).max()
+
+
+def case_data(case, rng):
+    geom = geometry(case)
+    hyper = dict(zip(("stride", "padding", "dilation"), case[7:]))
+    x, w, b, dy = (rng.standard_normal(s).astype(np.float32)
+                   for s in (geom.x_shape, geom.w_shape, (geom.K,), geom.y_shape))
+    return geom, hyper, x, w, b, dy
+
+
 @CUDA_BACKENDS
-@pytest.mark.parametrize("tile", list(TILES["forward"]))
+@pytest.mark.parametrize("tile", list(TENSOR_CORE_TILES["forward"]))
 @pytest.mark.parametrize("case", IGEMM_CASES, ids=str)
 def test_tf32_forward_meets_the_accuracy_contract_with_guards(backend, guarded, tf32, case, tile, rng,
                                                               monkeypatch):
     needs_tensor_cores(backend)
     launched = record_launches(backend, monkeypatch)
-    N, C, H, W, K, R, S, stride, padding, dilation = case
-    hyper = dict(stride=stride, padding=padding, dilation=dilation)
-    geom = geometry(case)
-    x = rng.standard_normal(geom.x_shape).astype(np.float32)
-    w = rng.standard_normal(geom.w_shape).astype(np.float32)
-    b = rng.standard_normal(K).astype(np.float32)
-    exact, rounded, contract, accumulation = forward_bounds(x, w, b, hyper)
+    geom, hyper, x, w, b, _ = case_data(case, rng)
     xd, wd, bd = (guarded_input(backend, a) for a in (x, w, b))
+    n = w[0].size
     with conv_algorithms.force(forward=f"igemm:{tile}"):
-        for bias, activation in ((bd, None), (bd, "relu"), (None, None)):
-            y = backend.to_numpy(backend.conv2d_forward(xd, wd, bias, geom, activation=activation))
-            guarded.assert_guards_intact(f"tf32 conv2d_forward {tile}")
-            want_exact, want_rounded = exact, rounded
-            if bias is None:
-                shift = b.astype(np.float64)[None, :, None, None]
-                want_exact, want_rounded = exact - shift, rounded - shift
+        for bias, activation in ((b, None), (b, "relu"), (None, None)):
+            exact, rounded, contract, accumulation = bounds(
+                lambda x64, w64: conv2d_forward_ref(x64, w64, None, **hyper), x, w, n, bias)
+            if bias is not None:  # added in float32 after the sums; ReLU (1-Lipschitz) keeps the bounds
+                exact, rounded = (v + bias.astype(np.float64)[None, :, None, None] for v in (exact, rounded))
             if activation == "relu":
-                want_exact, want_rounded = np.maximum(want_exact, 0), np.maximum(want_rounded, 0)
-            assert not np.isnan(y).any()
-            assert np.all(np.abs(y - want_exact) <= contract), np.abs(y - want_exact).max()
-            assert np.all(np.abs(y - want_rounded) <= accumulation), (np.abs(y - want_rounded) / accumulation).max()
+                exact, rounded = np.maximum(exact, 0), np.maximum(rounded, 0)
+            y = backend.conv2d_forward(xd, wd, None if bias is None else bd, geom, activation=activation)
+            guarded.assert_guards_intact(f"tf32 conv2d_forward {tile}")
+            assert_tf32(backend.to_numpy(y), exact, rounded, contract, accumulation)
     assert launched and set(launched) == {f"conv2d_forward_igemm_{tile}_tf32"}, launched
+
+
+@CUDA_BACKENDS
+@pytest.mark.parametrize("tile", list(TENSOR_CORE_TILES["backward_data"]))
+@pytest.mark.parametrize("case", IGEMM_CASES, ids=str)
+def test_tf32_backward_data_meets_the_accuracy_contract_with_guards(backend, guarded, tf32, case, tile, rng,
+                                                                    monkeypatch):
+    needs_tensor_cores(backend)
+    launched = record_launches(backend, monkeypatch)
+    geom, hyper, x, w, _, dy = case_data(case, rng)
+    n = geom.K * geom.R * geom.S  # at most this many products reach one dx element
+    expected = bounds(lambda dy64, w64: conv2d_backward_data_ref(dy64, w64, x.shape, **hyper), dy, w, n)
+    with conv_algorithms.force(backward_data=f"igemm:{tile}"):
+        dx = backend.conv2d_backward_data(guarded_input(backend, dy), guarded_input(backend, w), geom)
+    guarded.assert_guards_intact(f"tf32 conv2d_backward_data {tile}")
+    assert_tf32(backend.to_numpy(dx), *expected)
+    assert launched and set(launched) == {f"conv2d_backward_data_igemm_{tile}_tf32"}, launched
 
 
 @CUDA_BACKENDS
 def test_the_model_check_rejects_fp32_results(backend, rng):
     """Not vacuous: the FP32 kernel's result misses the TF32 model by far more than the accumulation bound."""
-    case = IGEMM_CASES[0]
-    hyper = dict(zip(("stride", "padding", "dilation"), case[7:]))
-    geom = geometry(case)
-    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (geom.x_shape, geom.w_shape, (geom.K,)))
-    _, rounded, _, accumulation = forward_bounds(x, w, b, hyper)
+    geom, hyper, x, w, b, _ = case_data(IGEMM_CASES[0], rng)
+    _, rounded, _, accumulation = bounds(lambda x64, w64: conv2d_forward_ref(x64, w64, None, **hyper),
+                                         x, w, w[0].size, b)
+    rounded = rounded + b.astype(np.float64)[None, :, None, None]
     with conv_algorithms.force(forward="igemm"):
         y = backend.to_numpy(backend.conv2d_forward(backend.asarray(x), backend.asarray(w), backend.asarray(b),
                                                     geom))
@@ -197,3 +219,15 @@ def test_tensor_core_kernels_are_clean_under_address_sanitizer():
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert "AddressSanitizer" not in proc.stderr, proc.stderr[-4000:]
     assert proc.returncode == 0 and "every igemm configuration ran clean" in proc.stdout, proc.stderr[-4000:]
+
+
+def test_a_tensor_core_only_tile_forced_at_fp32_runs_an_fp32_tile(monkeypatch):
+    monkeypatch.delenv(precision.ENVIRONMENT_VARIABLE, raising=False)
+    g = geometry(IGEMM_CASES[0])
+    with conv_algorithms.force(forward="igemm:128x256"):
+        fp32 = conv_algorithms.choose("forward", g, np.float32)
+        assert fp32.precision == "fp32" and fp32.tile.name in TILES["forward"]
+        assert "tensor-core only" in fp32.reason
+        on_t4 = conv_algorithms.with_precision(conv_algorithms._choose_algorithm("forward", g, np.float32), g,
+                                               np.float32, arch=75, requested="tf32")
+        assert on_t4.tile.name in TILES["forward"] and "sm_75" in str(on_t4)

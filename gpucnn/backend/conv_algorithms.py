@@ -50,10 +50,10 @@ SOURCES = {
     "backward_filter": "conv2d_igemm_backward_filter.cu",
 }
 
-#: The tensor-core kernels per precision and op: same tiles, entry points and
-#: arguments as the FP32 ones, named ``..._<tile>_<precision>``.
+#: The tensor-core kernels per precision and op: entry points and arguments as
+#: the FP32 ones, named ``..._<tile>_<precision>``, tiles in TENSOR_CORE_TILES.
 TENSOR_CORE_SOURCES = {
-    "tf32": {"forward": "conv2d_igemm_forward_tc.cu"},
+    "tf32": {"forward": "conv2d_igemm_forward_tc.cu", "backward_data": "conv2d_igemm_backward_data_tc.cu"},
 }
 
 #: Reduction rows per shared tile (BK) of every igemm kernel.
@@ -98,6 +98,13 @@ BACKWARD_FILTER_TILES = _tiles(TileConfig(128, 128, 256), TileConfig(128, 64, 12
                                TileConfig(64, 64, 64))
 TILES = {"forward": FORWARD_TILES, "backward_data": BACKWARD_DATA_TILES,
          "backward_filter": BACKWARD_FILTER_TILES}
+# The tensor-core tiles (kernels/igemm_tc.cuh): the FP32 names, each warp
+# owning a 64x32 warp tile, except the two large ones, whose warps own 64x64
+# (an mma per 5-8 loop instructions instead of per 9.5: see the tensor-core
+# section of benchmarks/RESULTS.md): 128x128 with 4 warps, and 128x256.
+_TENSOR_CORE_TILES = _tiles(TileConfig(128, 256, 256), TileConfig(128, 128, 128), TileConfig(128, 64, 128),
+                            TileConfig(64, 64, 64), TileConfig(128, 32, 64))
+TENSOR_CORE_TILES = {"forward": _TENSOR_CORE_TILES, "backward_data": _TENSOR_CORE_TILES}
 
 #: A grid with fewer blocks than this leaves multiprocessors idle: two blocks
 #: per SM of the largest supported GPU (132 SMs on an H100 SXM).
@@ -262,11 +269,12 @@ def rule(op: str, g: ConvGeometry, dtype) -> Choice:
     return _igemm_choice(op, g, *_pick(op, g))
 
 
-def _pick(op: str, g: ConvGeometry) -> tuple[TileConfig, str]:
-    """``_pick_tile`` for ``op``, counting the grid's z (backward-data's phases, split-K slices)."""
+def _pick(op: str, g: ConvGeometry, tiles: dict[str, TileConfig] | None = None) -> tuple[TileConfig, str]:
+    """``_pick_tile`` among ``tiles`` (default ``TILES[op]``) for ``op``, counting the grid's z
+    (backward-data's phases, split-K slices)."""
     m, n, _ = gemm_shape(op, g)
     layers = {"forward": 1, "backward_data": g.stride[0] * g.stride[1], "backward_filter": _most_splits(g)}
-    return _pick_tile(TILES[op], m, n, layers[op])
+    return _pick_tile(TILES[op] if tiles is None else tiles, m, n, layers[op])
 
 
 def _igemm_choice(op: str, g: ConvGeometry, tile: TileConfig, reason: str, splits: int | None = None) -> Choice:
@@ -283,6 +291,7 @@ def _igemm_choice(op: str, g: ConvGeometry, tile: TileConfig, reason: str, split
 
 # --- forcing, autotuning, the choice per shape --------------------------------
 
+AUTOTUNE_CANDIDATE = "autotune candidate"  # the reason of each choice autotuning times
 _forced: contextvars.ContextVar[dict | None] = contextvars.ContextVar("gpucnn_conv_forced", default=None)
 _autotune = {"on": os.environ.get("GPUCNN_CONV_AUTOTUNE", "") not in ("", "0")}
 _tuned: dict[tuple, Choice] = {}
@@ -294,8 +303,9 @@ def _parse_spec(op: str, spec: str) -> tuple[str, str | None]:
     algorithm, _, tile = spec.partition(":")
     if algorithm not in ("direct", "igemm") or (algorithm == "direct" and tile):
         raise ValueError(f"conv algorithm for {op}: expected 'direct', 'igemm' or 'igemm:<tile>', got {spec!r}")
-    if tile and tile not in TILES[op]:
-        raise ValueError(f"conv algorithm for {op}: no tile {tile!r}; known: {', '.join(TILES[op])}")
+    known = {**TILES[op], **TENSOR_CORE_TILES.get(op, {})}
+    if tile and tile not in known:
+        raise ValueError(f"conv algorithm for {op}: no tile {tile!r}; known: {', '.join(known)}")
     return algorithm, tile or None
 
 
@@ -360,33 +370,44 @@ def autotune(enabled: bool = True) -> None:
         _tuned.clear()
 
 
-def with_precision(choice: Choice, dtype, arch: int | None, requested: str | None = None) -> Choice:
-    """``choice`` running at the conv precision ``requested`` (default: ``precision.get_conv_precision()``).
+def with_precision(choice: Choice, g: ConvGeometry, dtype, arch: int | None, requested: str | None = None) -> Choice:
+    """``choice`` for ``g`` at the conv precision ``requested`` (default: ``precision.get_conv_precision()``).
 
     A tensor-core kernel replaces an igemm choice's FP32 one when the op has
     one at that precision, the operands are float32 and the GPU (compute
     capability ``arch``, e.g. 90; None on the emulator, which executes
-    mma.sync whatever the architecture) is sm_80 or later; otherwise the
-    choice stays FP32 with ``precision_note`` saying why.
+    mma.sync whatever the architecture) is sm_80 or later; its tile is the
+    forced one, else ``_pick_tile`` among TENSOR_CORE_TILES. Otherwise the
+    choice stays FP32, with ``precision_note`` saying why.
     """
     requested = requested or conv_precision.get_conv_precision()
+    note = ""
     if requested == "fp32" or np.dtype(dtype) != np.float32:
-        return choice
-    if arch is not None and arch < conv_precision.MIN_TENSOR_CORE_ARCH:
+        pass
+    elif arch is not None and arch < conv_precision.MIN_TENSOR_CORE_ARCH:
         note = f"{requested} asked: sm_{arch} has no tensor cores for it"
     elif choice.op not in TENSOR_CORE_SOURCES.get(requested, {}):
         note = f"{requested} asked: no {requested} kernel for {choice.op} yet"
     elif choice.algorithm != "igemm":
         note = f"{requested} asked: the direct kernel is FP32"
     else:
-        return dataclasses.replace(choice, precision=requested)
+        tiles = TENSOR_CORE_TILES[choice.op]
+        if choice.reason.startswith("forced") or choice.reason == AUTOTUNE_CANDIDATE:
+            tile, reason = tiles[choice.tile.name], choice.reason
+        else:
+            tile, reason = _pick(choice.op, g, tiles)
+        return dataclasses.replace(choice, tile=tile, reason=reason, precision=requested)
+    if choice.algorithm == "igemm" and choice.tile.name not in TILES[choice.op]:
+        # A forced tensor-core-only tile (128x256): the FP32 kernels take the rule's tile.
+        tile, reason = _pick(choice.op, g)
+        choice = dataclasses.replace(choice, tile=tile, reason=f"{reason} ({choice.tile.name} is tensor-core only)")
     return dataclasses.replace(choice, precision_note=note)
 
 
 def choose(op: str, g: ConvGeometry, dtype=np.float32, arch: int | None = None) -> Choice:
     """The kernel ``op`` runs on ``g``: forced (``force``, ``GPUCNN_CONV_ALGO``), else the rule;
     at the conv precision (``with_precision`` on a GPU of compute capability ``arch``)."""
-    return with_precision(_choose_algorithm(op, g, dtype), dtype, arch)
+    return with_precision(_choose_algorithm(op, g, dtype), g, dtype, arch)
 
 
 def _choose_algorithm(op: str, g: ConvGeometry, dtype) -> Choice:
@@ -398,7 +419,7 @@ def _choose_algorithm(op: str, g: ConvGeometry, dtype) -> Choice:
         why_not = igemm_unsupported(op, g, dtype) if algorithm == "igemm" else None
         if algorithm == "direct" or why_not:
             return Choice(op, "direct", reason="forced" if not why_not else f"forced igemm, but {why_not}")
-        tile_config, reason = (TILES[op][tile], "forced") if tile else _pick(op, g)
+        tile_config, reason = (({**TENSOR_CORE_TILES.get(op, {}), **TILES[op]})[tile], "forced") if tile else _pick(op, g)
         return _igemm_choice(op, g, tile_config, reason, forced.get("splits"))
     if "splits" in forced and op == "backward_filter":
         choice = rule(op, g, dtype)
@@ -424,7 +445,7 @@ def candidates(op: str, g: ConvGeometry, dtype) -> list[Choice]:
       padded area is at least twice the smaller tile's).
     """
     if igemm_unsupported(op, g, dtype) is not None:
-        return [Choice(op, "direct", reason="autotune candidate")]
+        return [Choice(op, "direct", reason=AUTOTUNE_CANDIDATE)]
     m, n, _ = gemm_shape(op, g)
     tiles = list(TILES[op].values())
 
@@ -434,8 +455,8 @@ def candidates(op: str, g: ConvGeometry, dtype) -> list[Choice]:
     def padding_only(t):
         return any(o is not t and o.rows <= t.rows and o.cols <= t.cols and grid(o) == grid(t) for o in tiles)
 
-    out = [] if op == "backward_filter" else [Choice(op, "direct", reason="autotune candidate")]
-    return out + [_igemm_choice(op, g, t, "autotune candidate") for t in tiles if not padding_only(t)]
+    out = [] if op == "backward_filter" else [Choice(op, "direct", reason=AUTOTUNE_CANDIDATE)]
+    return out + [_igemm_choice(op, g, t, AUTOTUNE_CANDIDATE) for t in tiles if not padding_only(t)]
 
 
 def _log_choice(backend, op: str, g: ConvGeometry, dtype, choice: Choice) -> None:
@@ -452,7 +473,7 @@ def _select(backend, op: str, g: ConvGeometry, dtype, run) -> Choice:
     if _autotune["on"] and backend.name == "cuda" and not forced:
         key = (op, g, np.dtype(dtype).str, conv_precision.get_conv_precision())
         if key not in _tuned:
-            timed = [with_precision(c, dtype, arch) for c in candidates(op, g, dtype)]
+            timed = [with_precision(c, g, dtype, arch) for c in candidates(op, g, dtype)]
             _tuned[key] = _time_candidates(backend, timed, run)
         choice = _tuned[key]
     else:
