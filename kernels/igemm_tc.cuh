@@ -92,7 +92,7 @@ struct Tf32Math {
 //   128x256 (256), 128x128 (128): warps own 64x64 (4 x 8 mma tiles, 128
 //     accumulators per thread): 32 mma per BK slice against the loader's
 //     fixed cost, so the hot loop issues an mma every 5-8 instructions;
-//   128x64 (128), 64x64 (64), 128x32 (64): warps own 64x32 (64 accumulators,
+//   128x64 (128), 64x128 (128), 64x64 (64), 128x32 (64): warps own 64x32 (64 accumulators,
 //     as the FP32 kernels' 8x8), the FP32 tiles' thread counts.
 // TileShape's TM x TN only sets the thread count (BM*BN / (TM*TN)), i.e. the
 // loader's work per thread; the accumulators are the warp tiles'. PAD = 8.
@@ -104,6 +104,7 @@ struct TcConfig {
 using Tc128x256 = TcConfig<TileShape<128, 256, 8, 8, 16, 8>, 64, 64>;
 using Tc128x128 = TcConfig<TileShape<128, 128, 8, 16, 8, 8>, 64, 64>;
 using Tc128x64 = TcConfig<TileShape<128, 64, 8, 8, 8, 8>, 64, 32>;
+using Tc64x128 = TcConfig<TileShape<64, 128, 8, 8, 8, 8>, 64, 32>;
 using Tc64x64 = TcConfig<TileShape<64, 64, 8, 8, 8, 8>, 64, 32>;
 using Tc128x32 = TcConfig<TileShape<128, 32, 8, 8, 8, 8>, 64, 32>;
 

@@ -26,7 +26,7 @@ import gpucnn
 from gpucnn.backend import ConvGeometry, conv_algorithms, precision
 from gpucnn.backend.conv_algorithms import TENSOR_CORE_SOURCES, TENSOR_CORE_TILES, TILES
 from gpucnn.backend.cuda import CudaBackend
-from reference import conv2d_backward_data_ref, conv2d_forward_ref
+from reference import conv2d_backward_data_ref, conv2d_backward_filter_ref, conv2d_forward_ref
 from test_conv_implicit_gemm import ASAN_SCRIPT, IGEMM_CASES, geometry, record_launches
 from test_kernels_ragged import guarded, guarded_input  # noqa: F401 (fixture)
 
@@ -117,6 +117,26 @@ def test_tf32_backward_data_meets_the_accuracy_contract_with_guards(backend, gua
 
 
 @CUDA_BACKENDS
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("tile", list(TENSOR_CORE_TILES["backward_filter"]))
+@pytest.mark.parametrize("case", IGEMM_CASES, ids=str)
+def test_tf32_backward_filter_meets_the_accuracy_contract_with_guards(backend, guarded, tf32, case, tile, splits,
+                                                                      rng, monkeypatch):
+    needs_tensor_cores(backend)
+    launched = record_launches(backend, monkeypatch)
+    geom, hyper, x, w, _, dy = case_data(case, rng)
+    n = geom.N * geom.P * geom.Q  # products per dw element (split-K adds its slices in float32 too)
+    expected = bounds(lambda dy64, x64: conv2d_backward_filter_ref(dy64, x64, (geom.R, geom.S), **hyper), dy, x,
+                      n + splits)
+    with conv_algorithms.force(backward_filter=f"igemm:{tile}", splits=splits):
+        dw = backend.conv2d_backward_filter(guarded_input(backend, dy), guarded_input(backend, x), geom)
+    guarded.assert_guards_intact(f"tf32 conv2d_backward_filter {tile}")
+    assert_tf32(backend.to_numpy(dw), *expected)
+    assert f"conv2d_backward_filter_igemm_{tile}_tf32" in launched, launched
+    assert not any(name.endswith("igemm_" + tile + "_f32") for name in launched), launched
+
+
+@CUDA_BACKENDS
 def test_the_model_check_rejects_fp32_results(backend, rng):
     """Not vacuous: the FP32 kernel's result misses the TF32 model by far more than the accumulation bound."""
     geom, hyper, x, w, b, _ = case_data(IGEMM_CASES[0], rng)
@@ -170,9 +190,12 @@ def test_choice_names_the_precision_and_falls_back_on_sm75(tf32):
     on_t4 = conv_algorithms.choose("forward", g, np.float32, arch=75)
     assert on_t4.precision == "fp32" and "sm_75" in str(on_t4)
     assert conv_algorithms.choose("forward", g, np.float64).precision == "fp32"
-    for op in set(conv_algorithms.OPS) - set(TENSOR_CORE_SOURCES["tf32"]):
-        choice = conv_algorithms.choose(op, g, np.float32)
-        assert choice.precision == "fp32" and f"no tf32 kernel for {op}" in str(choice)
+    assert set(TENSOR_CORE_SOURCES["tf32"]) == set(conv_algorithms.OPS)
+    for op in conv_algorithms.OPS:
+        assert conv_algorithms.choose(op, g, np.float32).precision == "tf32"
+    thin = ConvGeometry.from_shapes((2, 1, 9, 9), (3, 1, 3, 3), 1, 1, 1)  # the rule's direct kernel
+    direct = conv_algorithms.choose("forward", thin, np.float32)
+    assert direct.algorithm == "direct" and "the direct kernel is FP32" in str(direct)
 
 
 def test_an_sm75_device_runs_the_fp32_kernels(tf32, rng, monkeypatch):
@@ -197,6 +220,7 @@ def test_bench_check_and_kernel_list_name_the_precision(tf32):
     result = check.check_op(backend, case, "conv2d_forward")
     assert result["precision"] == "tf32" and result["algorithm"].endswith(" tf32")
     assert result["ok"], result
+    gpucnn.set_conv_precision("fp32")
     assert workload.precision(backend, case, "conv2d_backward_filter") == "fp32"
 
 

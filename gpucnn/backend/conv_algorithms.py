@@ -53,7 +53,8 @@ SOURCES = {
 #: The tensor-core kernels per precision and op: entry points and arguments as
 #: the FP32 ones, named ``..._<tile>_<precision>``, tiles in TENSOR_CORE_TILES.
 TENSOR_CORE_SOURCES = {
-    "tf32": {"forward": "conv2d_igemm_forward_tc.cu", "backward_data": "conv2d_igemm_backward_data_tc.cu"},
+    "tf32": {"forward": "conv2d_igemm_forward_tc.cu", "backward_data": "conv2d_igemm_backward_data_tc.cu",
+             "backward_filter": "conv2d_igemm_backward_filter_tc.cu"},
 }
 
 #: Reduction rows per shared tile (BK) of every igemm kernel.
@@ -104,7 +105,10 @@ TILES = {"forward": FORWARD_TILES, "backward_data": BACKWARD_DATA_TILES,
 # section of benchmarks/RESULTS.md): 128x128 with 4 warps, and 128x256.
 _TENSOR_CORE_TILES = _tiles(TileConfig(128, 256, 256), TileConfig(128, 128, 128), TileConfig(128, 64, 128),
                             TileConfig(64, 64, 64), TileConfig(128, 32, 64))
-TENSOR_CORE_TILES = {"forward": _TENSOR_CORE_TILES, "backward_data": _TENSOR_CORE_TILES}
+TENSOR_CORE_TILES = {"forward": _TENSOR_CORE_TILES, "backward_data": _TENSOR_CORE_TILES,
+                     "backward_filter": _tiles(TileConfig(128, 256, 256), TileConfig(128, 128, 128),
+                                               TileConfig(128, 64, 128), TileConfig(64, 128, 128),
+                                               TileConfig(64, 64, 64))}
 
 #: A grid with fewer blocks than this leaves multiprocessors idle: two blocks
 #: per SM of the largest supported GPU (132 SMs on an H100 SXM).
@@ -392,16 +396,20 @@ def with_precision(choice: Choice, g: ConvGeometry, dtype, arch: int | None, req
         note = f"{requested} asked: the direct kernel is FP32"
     else:
         tiles = TENSOR_CORE_TILES[choice.op]
-        if choice.reason.startswith("forced") or choice.reason == AUTOTUNE_CANDIDATE:
-            tile, reason = tiles[choice.tile.name], choice.reason
-        else:
-            tile, reason = _pick(choice.op, g, tiles)
-        return dataclasses.replace(choice, tile=tile, reason=reason, precision=requested)
+        forced = choice.reason.startswith("forced") or choice.reason == AUTOTUNE_CANDIDATE
+        tile, reason = (tiles[choice.tile.name], choice.reason) if forced else _pick(choice.op, g, tiles)
+        return dataclasses.replace(_retiled(choice, g, tile, reason), precision=requested)
     if choice.algorithm == "igemm" and choice.tile.name not in TILES[choice.op]:
         # A forced tensor-core-only tile (128x256): the FP32 kernels take the rule's tile.
         tile, reason = _pick(choice.op, g)
-        choice = dataclasses.replace(choice, tile=tile, reason=f"{reason} ({choice.tile.name} is tensor-core only)")
+        choice = _retiled(choice, g, tile, f"{reason} ({choice.tile.name} is tensor-core only)")
     return dataclasses.replace(choice, precision_note=note)
+
+
+def _retiled(choice: Choice, g: ConvGeometry, tile: TileConfig, reason: str) -> Choice:
+    """An igemm ``choice`` on another ``tile``: backward-filter's split-K follows the tile unless forced."""
+    forced_splits = {**_env_forced(), **(_forced.get() or {})}.get("splits")
+    return _igemm_choice(choice.op, g, tile, reason, forced_splits)
 
 
 def choose(op: str, g: ConvGeometry, dtype=np.float32, arch: int | None = None) -> Choice:
