@@ -236,10 +236,13 @@ def test_tensor_core_kernels_are_clean_under_address_sanitizer():
         pytest.skip(f"no AddressSanitizer runtime: {exc}")
     env.pop("GPUCNN_CONV_ALGO", None)
     env[precision.ENVIRONMENT_VARIABLE] = "tf32"
-    # Not vacuous: each forward call is the tensor-core kernel.
+    # Every tensor-core tile of every op, and not vacuous: the calls run tensor-core kernels.
     forward = 'conv_algorithms.conv2d_forward(backend, x, w, b, g, activation="relu")'
-    script = ASAN_SCRIPT.replace(forward, f'assert conv_algorithms.choose("forward", g).precision == "tf32"; {forward}')
-    assert script != ASAN_SCRIPT
+    checked = ('assert all(conv_algorithms.choose(op, g).precision == "tf32" for op in conv_algorithms.OPS); '
+               + forward)
+    script = (ASAN_SCRIPT.replace("conv_algorithms.TILES[op]", "conv_algorithms.TENSOR_CORE_TILES[op]")
+              .replace(forward, checked))
+    assert "TENSOR_CORE_TILES" in script and checked in script
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert "AddressSanitizer" not in proc.stderr, proc.stderr[-4000:]
     assert proc.returncode == 0 and "every igemm configuration ran clean" in proc.stdout, proc.stderr[-4000:]
