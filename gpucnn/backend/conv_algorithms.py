@@ -7,8 +7,8 @@ The ``cuda`` and ``cuda-emu`` backends have two families of convolution kernels:
 - ``igemm`` (``kernels/conv2d_igemm_*.cu``): implicit-GEMM kernels with shared-memory
   tiles and 8x8 register tiles per thread, float32, in a few tile
   configurations per op (``FORWARD_TILES`` and friends below); with the conv
-  precision (``precision.py``) "tf32", the tensor-core kernels of the same
-  tiles (``TENSOR_CORE_SOURCES``) where the op has one and the GPU is sm_80+.
+  precision (``precision.py``) "tf32", the tensor-core kernels
+  (``TENSOR_CORE_SOURCES``, tiles ``TENSOR_CORE_TILES``) on a GPU of sm_80 or later.
 
 ``choose(op, geom, dtype)`` is the rule that picks one per shape, written down
 here with its reasons; ``force(...)`` (or the ``GPUCNN_CONV_ALGO`` environment
@@ -129,7 +129,7 @@ class Choice:
     ``precision``: "fp32", or "tf32" for a tensor-core igemm kernel;
     ``precision_note``: why it is "fp32" although the setting asked for more
     ("" when it is what was asked). Both show in ``str``: "igemm 128x64 tf32",
-    "igemm 128x64 [tf32 asked: sm_75 has no tensor cores]".
+    "igemm 128x64 [tf32 asked: sm_75 has no tensor cores for it]".
     """
 
     op: str
@@ -307,10 +307,15 @@ def _parse_spec(op: str, spec: str) -> tuple[str, str | None]:
     algorithm, _, tile = spec.partition(":")
     if algorithm not in ("direct", "igemm") or (algorithm == "direct" and tile):
         raise ValueError(f"conv algorithm for {op}: expected 'direct', 'igemm' or 'igemm:<tile>', got {spec!r}")
-    known = {**TILES[op], **TENSOR_CORE_TILES.get(op, {})}
+    known = _known_tiles(op)
     if tile and tile not in known:
         raise ValueError(f"conv algorithm for {op}: no tile {tile!r}; known: {', '.join(known)}")
     return algorithm, tile or None
+
+
+def _known_tiles(op: str) -> dict[str, TileConfig]:
+    """The tiles ``force`` accepts for ``op``: the FP32 ones, and those only the tensor-core kernels have."""
+    return {**TENSOR_CORE_TILES.get(op, {}), **TILES[op]}
 
 
 def _env_forced() -> dict:
@@ -342,7 +347,9 @@ def force(forward: str | None = None, backward_data: str | None = None,
     """Within the ``with`` block, run the named algorithm for each op given.
 
     Each is "direct", "igemm" (tile by the rule) or "igemm:<tile>" (e.g.
-    "igemm:128x32"; the tiles of each op are the keys of ``TILES[op]``);
+    "igemm:128x32"; the tiles of each op are the keys of ``TILES[op]``, and of
+    ``TENSOR_CORE_TILES[op]`` at conv precision "tf32", where a tensor-core-only
+    tile such as "igemm:128x256" at "fp32" runs the rule's FP32 tile instead);
     ``splits`` forces backward-filter's split-K factor (capped so that no slice
     is empty). Where igemm cannot run a call (float64 operands, see
     ``igemm_unsupported``) the direct kernel runs and ``choose`` says why.
@@ -427,7 +434,7 @@ def _choose_algorithm(op: str, g: ConvGeometry, dtype) -> Choice:
         why_not = igemm_unsupported(op, g, dtype) if algorithm == "igemm" else None
         if algorithm == "direct" or why_not:
             return Choice(op, "direct", reason="forced" if not why_not else f"forced igemm, but {why_not}")
-        tile_config, reason = (({**TENSOR_CORE_TILES.get(op, {}), **TILES[op]})[tile], "forced") if tile else _pick(op, g)
+        tile_config, reason = (_known_tiles(op)[tile], "forced") if tile else _pick(op, g)
         return _igemm_choice(op, g, tile_config, reason, forced.get("splits"))
     if "splits" in forced and op == "backward_filter":
         choice = rule(op, g, dtype)
