@@ -1,62 +1,53 @@
 """The ``cpu`` backend: NumPy arrays, Numba kernels, and NumPy's BLAS for the convolution GEMMs.
 
-Convolution is im2col + one GEMM per batch chunk:
+Convolution is im2col + one GEMM per image, each image's GEMM reading and
+writing the NCHW tensors in place (for image n, with PQ = P*Q):
 
-- forward:          ycol (K, nb*PQ) = W (K, CRS) @ col (CRS, nb*PQ), then moved to NCHW with the bias;
-- backward-data:    dcol (CRS, nb*PQ) = W^T @ dy (K, nb*PQ), then col2im adds it back into dx;
-- backward-filter:  dw (K, CRS) += dy (K, nb*PQ) @ col^T.
+- forward:          y[n] (K, PQ) = [W | b] (K, CRS+1) @ [col; 1] (CRS+1, PQ): the
+                    bias is a column of the weights times a row of ones under the
+                    column matrix, so the GEMM writes the finished output;
+- backward-data:    dcol (CRS, PQ) = W^T @ dy[n] (K, PQ), then col2im adds it into dx[n];
+- backward-filter:  dw (K, CRS) += dy[n] (K, PQ) @ col^T.
 
-The GEMMs run in NumPy's BLAS, which owns the cores; the Numba kernels around
-them are single-threaded (``cpu_kernels.py`` says why, with measurements).
-For the forward pass, one GEMM over the chunk plus the layout change was
-measured against a batched ``matmul`` that writes NCHW directly (one GEMM per
-image): 14.1 + 0.4 ms against 13.8 ms at C=32 20x20 -> K=64, N=64, one thread,
-so the single GEMM stays.
+No operand is ever transposed or moved between layouts: dy[n] and y[n] are
+already the (K, PQ) matrices the GEMMs want, and BLAS reads W^T and col^T
+as they are. The column matrix of one image ((CRS+1) x PQ floats, 226 KiB
+for a 32-channel 14x14 3x3 layer) stays in the L2 cache between im2col and
+the GEMM. Measured against the previous design (one GEMM per multi-image
+chunk into a K-major buffer, then a layout pass): see ``benchmarks/RESULTS.md``,
+the CPU-speed session.
+
+Threads: the images are shared among ``cpu_pool.threads()`` Python threads
+(``cpu_pool.parallel``), each running its images' im2col/col2im (Numba,
+``nogil``) and GEMMs (single-threaded BLAS) on its own column buffer; the
+filter gradient is summed per thread, then over the threads.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import cpu_kernels as kern
+from . import cpu_pool
 from .base import Backend, check_conv_activation
 from .geometry import ConvGeometry, PoolGeometry
 
-# A chunk holds as many images as keep its column matrix (and its K-major GEMM
-# operand) under COL_BYTES, so memory stays bounded for any batch, and the
-# column matrix that im2col writes is still in cache when the GEMM reads it.
-# Measured (float32, N=64, 3x3, pad 1, two threads, median ms, load average
-# 0.7, 2 MiB / 64 MiB chunks): C=32 14x14 -> K=64 forward 7.1 / 9.4, backward-
-# data 6.1 / 9.5, backward-filter 7.4 / 8.5; C=32 20x20 -> K=64 12.8 / 15.0,
-# 11.4 / 19.0, 12.9 / 16.0; one thread, CPU time, backward-data at 20x20: 17.7
-# with 1 or 2 MiB, 22.1 with 4, 25.0 with 8, 26.9 with one chunk. The price:
-# every chunk is a BLAS call, and on a machine crowded with other processes
-# each call can wait a scheduler time slice for its second BLAS thread (at
-# load average 3 on 2 cores, 2 MiB chunks ran 4-8x slower than one chunk).
-# Benchmarks and training want the quiet case, so chunks are cache-sized.
+# Images per work item handed to a thread: as many as keep their column
+# matrices under COL_BYTES (one at least), and few enough that every thread
+# gets several items, so a thread the scheduler parks leaves its share to the
+# others. Within an item each image has its own GEMM.
 COL_BYTES = 2 * 2**20
-
-def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
-    """Images per chunk so that the column matrix (C*R*S, nb*P*Q) and the K-major
-    operand (K, nb*P*Q) beside it each stay under COL_BYTES (one image at least)."""
-    per_image = max(geom.C * geom.R * geom.S, geom.K) * geom.P * geom.Q * itemsize
-    return max(1, min(geom.N, COL_BYTES // per_image))
+ITEMS_PER_THREAD = 4
 
 
-def _chunks(geom: ConvGeometry, dtype, rows_a: int, rows_b: int):
-    """Yield ``(n0, a, b)`` for each batch chunk of ``nb`` images starting at image ``n0``.
-
-    ``a`` (rows_a, nb*P*Q) and ``b`` (rows_b, nb*P*Q) are C-contiguous views of
-    two buffers allocated once per call and reused by every chunk (the last
-    chunk may be shorter).
-    """
-    PQ = geom.P * geom.Q
-    nb_max = _chunk_size(geom, dtype.itemsize)
-    buf_a = np.empty(rows_a * nb_max * PQ, dtype)
-    buf_b = np.empty(rows_b * nb_max * PQ, dtype)
-    for n0 in range(0, geom.N, nb_max):
-        cols = min(nb_max, geom.N - n0) * PQ
-        yield n0, buf_a[:rows_a * cols].reshape(rows_a, cols), buf_b[:rows_b * cols].reshape(rows_b, cols)
+def _chunk_size(geom: ConvGeometry, itemsize: int, threads: int = 1) -> int:
+    """Images per work item: their column matrices (C*R*S, P*Q) each together under COL_BYTES,
+    and at least ``ITEMS_PER_THREAD`` items per thread where the batch allows (one image at least)."""
+    per_image = geom.C * geom.R * geom.S * geom.P * geom.Q * itemsize
+    balanced = -(-geom.N // (ITEMS_PER_THREAD * threads))
+    return max(1, min(geom.N, balanced, COL_BYTES // per_image))
 
 
 def _conv_args(geom: ConvGeometry):
@@ -70,6 +61,46 @@ def _pool_args(geom: PoolGeometry):
     return (geom.R, geom.S, geom.stride[0], geom.stride[1], geom.pad[0], geom.pad[1])
 
 
+_scratch = threading.local()
+
+
+def _column_buffer(rows: int, cols: int, dtype) -> np.ndarray:
+    """This thread's (rows + 1, cols) column buffer whose last row is ones (the bias row).
+
+    Kept per thread and reused across calls while the shape and dtype stay
+    the same: a training step calls every layer's convolution with the same
+    shapes, and a fresh buffer per call would page-fault its way in again.
+    """
+    buf = getattr(_scratch, "col", None)
+    if buf is None or buf.shape != (rows + 1, cols) or buf.dtype != dtype:
+        buf = np.empty((rows + 1, cols), dtype)
+        buf[rows] = 1
+        _scratch.col = buf
+    return buf
+
+
+class _Chunks:
+    """The batch cut into ``count`` chunks of ``size`` images (the last may be shorter), numbered from 0,
+    for the backend's threads to share."""
+
+    def __init__(self, geom: ConvGeometry, dtype):
+        self.size = _chunk_size(geom, dtype.itemsize, cpu_pool.threads())
+        self.count = -(-geom.N // self.size)
+        self.batch = geom.N
+
+    def run(self, work) -> None:
+        """Call ``work(chunks)`` once on each thread; ``chunks`` yields ``(chunk, images)`` pairs
+        (``images`` a range), each chunk to exactly one thread, in the order the threads ask."""
+        def task(items):
+            work((i, range(i * self.size, min(self.batch, (i + 1) * self.size))) for i in items)
+
+        cpu_pool.parallel(self.count, task)
+
+    def images(self, work) -> None:
+        """``run`` for a ``work(images)`` that only needs the image indices."""
+        self.run(lambda chunks: work(n for _, images in chunks for n in images))
+
+
 class CPUBackend(Backend):
     """NumPy arrays; Numba kernels for pooling and the data movement of im2col; BLAS for the GEMMs."""
 
@@ -79,10 +110,8 @@ class CPUBackend(Backend):
     # --- convolution ------------------------------------------------------
 
     def conv_algorithm(self, op: str, geom: ConvGeometry) -> str:
-        """Every convolution op here is im2col (or col2im) around one BLAS GEMM per
-        column chunk; a cache-blocked direct loop measured 5-30x slower on every
-        shape of the benchmark workload, so there is no per-shape choice."""
-        return "im2col+gemm"
+        """Every convolution op here is im2col (or col2im) around one BLAS GEMM per image."""
+        return "im2col+gemm per image"
 
     def conv2d_forward(self, x, w, b, geom: ConvGeometry, activation=None):
         check_conv_activation(activation)
@@ -90,43 +119,65 @@ class CPUBackend(Backend):
         if b is not None:
             arrays["b"] = (b, (geom.K,))
         dtype = self.check_operands("conv2d_forward", arrays)
-        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        b = np.zeros(geom.K, dtype) if b is None else np.ascontiguousarray(b)
-        CRS = geom.C * geom.R * geom.S
-        w2 = w.reshape(geom.K, CRS)
-        y = np.empty((geom.N, geom.K, geom.P * geom.Q), dtype)
-        for n0, col, ycol in _chunks(geom, dtype, CRS, geom.K):
-            kern.im2col(x, n0, col, *_conv_args(geom))
-            np.matmul(w2, col, out=ycol)
-            kern.k_major_to_nchw(ycol, n0, y, b)
-        if activation == "relu":
-            np.maximum(y, 0, out=y)
+        x = np.ascontiguousarray(x)
+        CRS, PQ = geom.C * geom.R * geom.S, geom.P * geom.Q
+        w_bias = np.empty((geom.K, CRS + 1), dtype)
+        w_bias[:, :CRS] = w.reshape(geom.K, CRS)
+        w_bias[:, CRS] = 0 if b is None else b
+        y = np.empty((geom.N, geom.K, PQ), dtype)
+        args = _conv_args(geom)
+
+        def work(images):
+            col = _column_buffer(CRS, PQ, dtype)
+            for n in images:
+                kern.im2col(x, n, col[:CRS], *args)
+                np.matmul(w_bias, col, out=y[n])
+                if activation == "relu":  # while y[n] is still in cache
+                    np.maximum(y[n], 0, out=y[n])
+
+        _Chunks(geom, dtype).images(work)
         return y.reshape(geom.y_shape)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
         dtype = self.check_operands("conv2d_backward_data", {"dy": (dy, geom.y_shape), "w": (w, geom.w_shape)})
-        dy, w = np.ascontiguousarray(dy), np.ascontiguousarray(w)
-        CRS = geom.C * geom.R * geom.S
-        wt = w.reshape(geom.K, CRS).T
-        dy3 = dy.reshape(geom.N, geom.K, geom.P * geom.Q)
+        CRS, PQ = geom.C * geom.R * geom.S, geom.P * geom.Q
+        wt = np.ascontiguousarray(w).reshape(geom.K, CRS).T
+        dy3 = np.ascontiguousarray(dy).reshape(geom.N, geom.K, PQ)
         dx = np.empty(geom.x_shape, dtype)
-        for n0, dcol, dyk in _chunks(geom, dtype, CRS, geom.K):
-            kern.nchw_to_k_major(dy3, n0, dyk)
-            np.matmul(wt, dyk, out=dcol)
-            kern.col2im(dcol, n0, dx, *_conv_args(geom))
+        args = _conv_args(geom)
+
+        def work(images):
+            dcol = _column_buffer(CRS, PQ, dtype)[:CRS]
+            for n in images:
+                np.matmul(wt, dy3[n], out=dcol)
+                kern.col2im(dcol, n, dx, *args)
+
+        _Chunks(geom, dtype).images(work)
         return dx
 
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
         dtype = self.check_operands("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
-        dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
-        CRS = geom.C * geom.R * geom.S
-        dy3 = dy.reshape(geom.N, geom.K, geom.P * geom.Q)
-        dw = np.zeros((geom.K, CRS), dtype)
-        for n0, col, dyk in _chunks(geom, dtype, CRS, geom.K):
-            kern.im2col(x, n0, col, *_conv_args(geom))
-            kern.nchw_to_k_major(dy3, n0, dyk)
-            dw += dyk @ col.T
-        return dw.reshape(geom.w_shape)
+        x = np.ascontiguousarray(x)
+        CRS, PQ = geom.C * geom.R * geom.S, geom.P * geom.Q
+        dy3 = np.ascontiguousarray(dy).reshape(geom.N, geom.K, PQ)
+        args = _conv_args(geom)
+
+        # One partial sum per chunk, added up in chunk order: the result does not
+        # depend on which thread ran which chunk.
+        chunks = _Chunks(geom, dtype)
+        partial = np.zeros((chunks.count, geom.K, CRS), dtype)
+
+        def work(chunks):
+            col = _column_buffer(CRS, PQ, dtype)[:CRS]
+            term = np.empty((geom.K, CRS), dtype)
+            for chunk, images in chunks:
+                for n in images:
+                    kern.im2col(x, n, col, *args)
+                    np.matmul(dy3[n], col.T, out=term)
+                    partial[chunk] += term
+
+        chunks.run(work)
+        return partial.sum(axis=0).reshape(geom.w_shape)
 
     # --- pooling ----------------------------------------------------------
 

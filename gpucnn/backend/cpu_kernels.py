@@ -75,7 +75,7 @@ def valid_range(out_size, stride, offset, size):
 
 # --- convolution: im2col / col2im and the layout changes around the GEMM ------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def im2col(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
     """Fill ``col`` (C*R*S, nb*P*Q) from images ``x[n0 : n0+nb]`` of x (N, C, H, W).
 
@@ -120,7 +120,7 @@ def im2col(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                     cf[dst + uint64(j)] = xf[src + uint64(j * sw)]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
     """Overwrite ``dx[n0 : n0+nb]`` (of dx (N, C, H, W)) with the sum of ``dcol`` entries.
 
@@ -158,7 +158,7 @@ def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                             xf[dst + uint64(j * sw)] += df[src + uint64(j)]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def k_major_to_nchw(ycol, n0, y, b):
     """``y[n0+i, k, :] = ycol[k, i*PQ : (i+1)*PQ] + b[k]``: ycol (K, nb*PQ) -> y (N, K, PQ)."""
     K, PQ = y.shape[1], y.shape[2]
@@ -176,7 +176,7 @@ def k_major_to_nchw(ycol, n0, y, b):
             dst_f[dst + uint64(j)] = src_f[src + uint64(j)] + bias
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nchw_to_k_major(dy, n0, out):
     """``out[k, i*PQ : (i+1)*PQ] = dy[n0+i, k, :]``: dy (N, K, PQ) -> out (K, nb*PQ)."""
     K, PQ = dy.shape[1], dy.shape[2]
@@ -195,7 +195,7 @@ def nchw_to_k_major(dy, n0, out):
 
 # --- pooling: one task per (n, c) plane; flat unsigned indexing as above ----------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def max_pool2d_forward(x, R, S, sh, sw, ph, pw, y, argmax):
     """y[n,c,p,q] = max of the window, argmax = flat index h*W + w of its first maximum.
 
@@ -239,7 +239,7 @@ def max_pool2d_forward(x, R, S, sh, sw, ph, pw, y, argmax):
                 af[uint64(out0 + p * Q + q)] = where
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def max_pool2d_backward(dy, argmax, dx):
     """dx[n, c, argmax[n,c,j]] += dy[n,c,j]: dy, argmax (N, C, P, Q) -> dx (N, C, H, W), overwritten.
 
@@ -254,7 +254,7 @@ def max_pool2d_backward(dy, argmax, dx):
             dxf[uint64(task * HW + af[j])] += dyf[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def avg_pool2d_forward(x, R, S, sh, sw, ph, pw, y):
     """y[n,c,p,q] = (sum of the window's in-image cells) / (R*S): x (N, C, H, W) -> y (N, C, P, Q)."""
     N, C, H, W = x.shape
@@ -277,7 +277,7 @@ def avg_pool2d_forward(x, R, S, sh, sw, ph, pw, y):
                 yf[uint64(out0 + p * Q + q)] = acc * scale
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def avg_pool2d_backward(dy, R, S, sh, sw, ph, pw, dx):
     """Each window adds dy[n,c,p,q]/(R*S) to its in-image cells: dy (N, C, P, Q) -> dx (N, C, H, W), overwritten."""
     N, C, H, W = dx.shape

@@ -1,0 +1,119 @@
+"""The ``cpu`` backend's threads: a batch's work items shared among a few Python threads.
+
+``parallel(count, task)`` runs ``task(items)`` on ``threads()`` threads at
+once (the calling thread is one of them); ``items`` is one iterator over
+``range(count)`` that all of them draw from, so a thread that the scheduler
+parks simply takes fewer items and no thread waits for a fixed share of the
+work. The tasks spend their time in Numba kernels compiled ``nogil=True`` and
+in NumPy's BLAS, both of which release the GIL, so the threads run on
+separate cores.
+
+While more than one thread runs, BLAS is held at one thread: each of our
+threads is a BLAS caller of its own, and a multi-threaded GEMM inside each
+would put more threads than cores on the machine (OpenBLAS's idle threads
+spin, and a GEMM split over two threads waits for both). Nothing spins here:
+an idle pool thread sleeps on a queue, so on a machine crowded with other
+processes two threads cost no more CPU than one and are not slower (see
+``benchmarks/RESULTS.md``, the CPU-speed session).
+
+How many threads: as many as NumPy's BLAS is set to use -- the one thread
+setting of the process (``gpucnn.set_threads``, ``threadpoolctl``,
+``OPENBLAS_NUM_THREADS``) governs the backend's own threads too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_executor_size = 0
+_blas = None  # threadpoolctl's controllers of the BLAS libraries NumPy uses, found once
+
+
+def _blas_controllers():
+    """threadpoolctl's controllers of the BLAS libraries loaded now (looked up once: it walks every loaded library)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas
+
+
+def threads() -> int:
+    """Threads the backend uses: NumPy's BLAS thread setting (at least one)."""
+    return max([1] + [lib.num_threads for lib in _blas_controllers()])
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """BLAS at one thread inside the block, its previous setting after it."""
+    libs = _blas_controllers()
+    saved = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, saved):
+            lib.set_num_threads(n)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's executor with at least ``workers`` threads (grown, never shrunk, on demand)."""
+    global _executor, _executor_size
+    with _lock:
+        if _executor is None or _executor_size < workers:
+            if _executor is not None:
+                _executor.shutdown(wait=True)
+            _executor = ThreadPoolExecutor(workers, thread_name_prefix="gpucnn-cpu")
+            _executor_size = workers
+        return _executor
+
+
+class _SharedRange:
+    """An iterator over ``range(count)`` that several threads can draw from: each index comes out once.
+
+    ``itertools.count.__next__`` runs in C under the GIL, so two threads never get the same index.
+    """
+
+    def __init__(self, count: int):
+        self._next, self._count = itertools.count().__next__, count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        i = self._next()
+        if i >= self._count:
+            raise StopIteration
+        return i
+
+
+def parallel(count: int, task) -> list:
+    """Run ``task(items)`` on up to ``threads()`` threads, ``items`` drawing from ``range(count)``.
+
+    Every index in ``range(count)`` is handed to exactly one call; a task
+    returns whatever it accumulated over its items (or None). Returns the
+    results of the calls that ran (one per thread, at most ``count``), the
+    calling thread's first. An exception in any call is raised here after
+    every thread has finished.
+    """
+    n_threads = max(1, min(threads(), count))
+    if n_threads == 1:
+        return [task(range(count))]
+    items = _SharedRange(count)
+    with _single_threaded_blas():
+        futures = [_pool(n_threads - 1).submit(task, items) for _ in range(n_threads - 1)]
+        try:
+            results = [task(items)]
+        finally:
+            # The others write into the caller's arrays: wait for them even when this call failed.
+            others = [f.exception() for f in futures]
+        for error in others:
+            if error is not None:
+                raise error
+        return results + [f.result() for f in futures]
