@@ -159,24 +159,6 @@ def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
 
 
 @njit(cache=True, nogil=True)
-def k_major_to_nchw(ycol, n0, y, b):
-    """``y[n0+i, k, :] = ycol[k, i*PQ : (i+1)*PQ] + b[k]``: ycol (K, nb*PQ) -> y (N, K, PQ)."""
-    K, PQ = y.shape[1], y.shape[2]
-    ncols = ycol.shape[1]
-    nb = ncols // PQ
-    src_f = ycol.ravel()
-    dst_f = y.ravel()
-    for task in range(nb * K):
-        i = task // K
-        k = task - i * K
-        src = uint64(k * ncols + i * PQ)
-        dst = uint64(((n0 + i) * K + k) * PQ)
-        bias = b[k]
-        for j in range(PQ):
-            dst_f[dst + uint64(j)] = src_f[src + uint64(j)] + bias
-
-
-@njit(cache=True, nogil=True)
 def nchw_to_k_major(dy, n0, out):
     """``out[k, i*PQ : (i+1)*PQ] = dy[n0+i, k, :]``: dy (N, K, PQ) -> out (K, nb*PQ)."""
     K, PQ = dy.shape[1], dy.shape[2]

@@ -1,0 +1,71 @@
+"""The cpu backend's threads and per-shape strategies against the NumPy loop references.
+
+Every path the backend can choose (backward-filter per image or per chunk) runs
+with one thread and with two (the images then shared between two Python
+threads), with several images per chunk and a ragged last chunk.
+"""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import gpucnn as gc
+import gpucnn.backend.cpu as cpu_module
+from gpucnn.backend import cpu_pool
+from reference import conv2d_backward_data_ref, conv2d_backward_filter_ref, conv2d_forward_ref
+from test_ops import CONV_CASES, conv_ids, conv_operands, rel_err
+
+
+@pytest.fixture
+def cpu():
+    return gc.get_backend("cpu")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("filter_depth", [0, 10**9], ids=["filter-per-image", "filter-per-chunk"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_ids(CONV_CASES))
+def test_cpu_conv2d_every_strategy_and_thread_count(cpu, rng, monkeypatch, case, filter_depth, threads):
+    _, x_shape, w_shape, stride, padding, dilation = case
+    x_shape = (7,) + x_shape[1:]                    # several chunks, the last one short
+    monkeypatch.setattr(cpu_module, "MIN_FILTER_GEMM_DEPTH", filter_depth)
+    monkeypatch.setattr(cpu_module, "COL_BYTES", 3000)
+    geom, x, w, b, dy = conv_operands(rng, x_shape, w_shape, stride, padding, dilation, np.float64)
+    with threadpool_limits(threads, user_api="blas"):
+        assert cpu_pool.threads() == threads
+        y = cpu.conv2d_forward(x, w, b, geom)
+        y_relu = cpu.conv2d_forward(x, w, b, geom, activation="relu")
+        dx = cpu.conv2d_backward_data(dy, w, geom)
+        dw = cpu.conv2d_backward_filter(dy, x, geom)
+    y_ref = conv2d_forward_ref(x, w, b, stride, padding, dilation)
+    assert rel_err(y, y_ref) < 1e-12
+    assert rel_err(y_relu, np.maximum(y_ref, 0)) < 1e-12
+    assert rel_err(dx, conv2d_backward_data_ref(dy, w, x.shape, stride, padding, dilation)) < 1e-12
+    assert rel_err(dw, conv2d_backward_filter_ref(dy, x, w.shape[2:], stride, padding, dilation)) < 1e-12
+
+
+def test_cpu_parallel_hands_every_item_to_one_thread_and_restores_blas():
+    seen = []
+
+    def task(items):
+        mine = list(items)
+        seen.extend(mine)
+        return len(mine)
+
+    with threadpool_limits(2, user_api="blas"):
+        counts = cpu_pool.parallel(1000, task)
+        assert cpu_pool.threads() == 2            # BLAS back at two threads after the call
+    assert sorted(seen) == list(range(1000)) and sum(counts) == 1000 and len(counts) == 2
+
+
+def test_cpu_parallel_raises_a_worker_error_after_all_threads_finish():
+    finished = []
+
+    def task(items):
+        for i in items:
+            if i == 3:
+                raise RuntimeError("item 3")
+        finished.append(True)
+
+    with threadpool_limits(2, user_api="blas"), pytest.raises(RuntimeError, match="item 3"):
+        cpu_pool.parallel(50, task)
+    assert len(finished) == 1                     # the other thread ran to the end before the raise
