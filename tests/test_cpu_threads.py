@@ -1,8 +1,8 @@
 """The cpu backend's threads and per-shape strategies against the NumPy loop references.
 
-Every path the backend can choose (backward-filter per image or per chunk) runs
-with one thread and with two (the images then shared between two Python
-threads), with several images per chunk and a ragged last chunk.
+Every path the backend can choose (backward-filter per image or per chunk) and
+every pooling op runs with one thread and with two (the images then shared
+between two Python threads), with several chunks and a ragged last one.
 """
 
 import numpy as np
@@ -12,8 +12,10 @@ from threadpoolctl import threadpool_limits
 import gpucnn as gc
 import gpucnn.backend.cpu as cpu_module
 from gpucnn.backend import cpu_pool
-from reference import conv2d_backward_data_ref, conv2d_backward_filter_ref, conv2d_forward_ref
-from test_ops import CONV_CASES, conv_ids, conv_operands, rel_err
+from reference import (avg_pool2d_backward_ref, avg_pool2d_forward_ref, conv2d_backward_data_ref,
+                       conv2d_backward_filter_ref, conv2d_forward_ref, max_pool2d_backward_ref,
+                       max_pool2d_forward_ref)
+from test_ops import CONV_CASES, POOL_CASES, conv_ids, conv_operands, pool_geometry, rel_err
 
 
 @pytest.fixture
@@ -69,3 +71,24 @@ def test_cpu_parallel_raises_a_worker_error_after_all_threads_finish():
     with threadpool_limits(2, user_api="blas"), pytest.raises(RuntimeError, match="item 3"):
         cpu_pool.parallel(50, task)
     assert len(finished) == 1                     # the other thread ran to the end before the raise
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", POOL_CASES, ids=conv_ids(POOL_CASES))
+def test_cpu_pooling_with_one_and_two_threads(cpu, rng, case, threads):
+    _, x_shape, kernel, stride, padding = case
+    x_shape = (9,) + x_shape[1:]                    # several chunks per thread
+    geom = pool_geometry((_, x_shape, kernel, stride, padding))
+    x = rng.standard_normal(geom.x_shape)
+    dy = rng.standard_normal(geom.y_shape)
+    with threadpool_limits(threads, user_api="blas"):
+        y, argmax = cpu.max_pool2d_forward(x, geom)
+        dx = cpu.max_pool2d_backward(dy, argmax, geom)
+        y_avg = cpu.avg_pool2d_forward(x, geom)
+        dx_avg = cpu.avg_pool2d_backward(dy, geom)
+    y_ref, argmax_ref = max_pool2d_forward_ref(x, kernel, stride, padding)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    np.testing.assert_allclose(dx, max_pool2d_backward_ref(dy, argmax_ref, x.shape), rtol=0, atol=1e-12)
+    assert rel_err(y_avg, avg_pool2d_forward_ref(x, kernel, stride, padding)) < 1e-12
+    assert rel_err(dx_avg, avg_pool2d_backward_ref(dy, x.shape, kernel, stride, padding)) < 1e-12

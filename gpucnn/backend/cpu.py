@@ -110,13 +110,22 @@ def _chunk_view(name: str, rows: int, nb_max: int, images: range, PQ: int, dtype
 
 
 class _Chunks:
-    """The batch cut into ``count`` chunks of ``size`` images (the last may be shorter), numbered from 0,
-    for the backend's threads to share."""
+    """A batch of ``batch`` images cut into ``count`` chunks of ``size`` (the last may be shorter),
+    numbered from 0, for the backend's threads to share."""
 
-    def __init__(self, geom: ConvGeometry, dtype):
-        self.size = _chunk_size(geom, dtype.itemsize, cpu_pool.threads())
-        self.count = -(-geom.N // self.size)
-        self.batch = geom.N
+    def __init__(self, batch: int, size: int):
+        self.batch, self.size = batch, size
+        self.count = -(-batch // size)
+
+    @classmethod
+    def for_conv(cls, geom: ConvGeometry, dtype) -> "_Chunks":
+        """Chunks of ``_chunk_size`` images for a convolution."""
+        return cls(geom.N, _chunk_size(geom, dtype.itemsize, cpu_pool.threads()))
+
+    @classmethod
+    def balanced(cls, batch: int) -> "_Chunks":
+        """``ITEMS_PER_THREAD`` chunks per thread (pooling: no buffers to bound)."""
+        return cls(batch, max(1, -(-batch // (ITEMS_PER_THREAD * cpu_pool.threads()))))
 
     def run(self, work) -> None:
         """Call ``work(chunk, images)`` for every chunk (``images`` a range), the chunks shared among
@@ -126,6 +135,11 @@ class _Chunks:
                 work(i, range(i * self.size, min(self.batch, (i + 1) * self.size)))
 
         cpu_pool.parallel(self.count, task)
+
+    def slices(self, kernel, *arrays) -> None:
+        """``kernel(*(a[images] for a in arrays))`` for every chunk: a per-image kernel on the
+        chunk's slices (C-contiguous views of C-contiguous arrays)."""
+        self.run(lambda chunk, images: kernel(*(a[images.start:images.stop] for a in arrays)))
 
 
 class CPUBackend(Backend):
@@ -167,7 +181,7 @@ class CPUBackend(Backend):
                 if activation == "relu":  # while y[n] is still in cache
                     np.maximum(y[n], 0, out=y[n])
 
-        _Chunks(geom, dtype).run(work)
+        _Chunks.for_conv(geom, dtype).run(work)
         return y.reshape(geom.y_shape)
 
     def conv2d_backward_data(self, dy, w, geom: ConvGeometry):
@@ -184,7 +198,7 @@ class CPUBackend(Backend):
                 np.matmul(wt, dy3[n], out=dcol)
                 kern.col2im(dcol, n, dx, *args)
 
-        _Chunks(geom, dtype).run(work)
+        _Chunks.for_conv(geom, dtype).run(work)
         return dx
 
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
@@ -193,7 +207,7 @@ class CPUBackend(Backend):
         CRS, PQ = geom.C * geom.R * geom.S, geom.P * geom.Q
         dy3 = np.ascontiguousarray(dy).reshape(geom.N, geom.K, PQ)
         args = _conv_args(geom)
-        chunks = _Chunks(geom, dtype)
+        chunks = _Chunks.for_conv(geom, dtype)
         # One partial sum per chunk, added up in chunk order: the result does not
         # depend on which thread ran which chunk.
         partial = np.zeros((chunks.count, geom.K, CRS), dtype)
@@ -223,7 +237,8 @@ class CPUBackend(Backend):
         x = np.ascontiguousarray(x)
         y = np.empty(geom.y_shape, dtype)
         argmax = np.empty(geom.y_shape, np.int32)
-        kern.max_pool2d_forward(x, *_pool_args(geom), y, argmax)
+        args = _pool_args(geom)
+        _Chunks.balanced(geom.N).slices(lambda xs, ys, am: kern.max_pool2d_forward(xs, *args, ys, am), x, y, argmax)
         return y, argmax
 
     def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
@@ -240,17 +255,22 @@ class CPUBackend(Backend):
             raise ValueError(f"max_pool2d_backward: argmax holds indices outside [0, {HW}) of the "
                              f"{geom.H}x{geom.W} input plane")
         dx = np.empty(geom.x_shape, dtype)
-        kern.max_pool2d_backward(np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx)
+        _Chunks.balanced(geom.N).slices(kern.max_pool2d_backward, np.ascontiguousarray(dy),
+                                        np.ascontiguousarray(argmax), dx)
         return dx
 
     def avg_pool2d_forward(self, x, geom: PoolGeometry):
         dtype = self.check_operands("avg_pool2d_forward", {"x": (x, geom.x_shape)})
         y = np.empty(geom.y_shape, dtype)
-        kern.avg_pool2d_forward(np.ascontiguousarray(x), *_pool_args(geom), y)
+        args = _pool_args(geom)
+        _Chunks.balanced(geom.N).slices(lambda xs, ys: kern.avg_pool2d_forward(xs, *args, ys),
+                                        np.ascontiguousarray(x), y)
         return y
 
     def avg_pool2d_backward(self, dy, geom: PoolGeometry):
         dtype = self.check_operands("avg_pool2d_backward", {"dy": (dy, geom.y_shape)})
         dx = np.empty(geom.x_shape, dtype)
-        kern.avg_pool2d_backward(np.ascontiguousarray(dy), *_pool_args(geom), dx)
+        args = _pool_args(geom)
+        _Chunks.balanced(geom.N).slices(lambda dys, dxs: kern.avg_pool2d_backward(dys, *args, dxs),
+                                        np.ascontiguousarray(dy), dx)
         return dx
