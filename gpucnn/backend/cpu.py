@@ -7,11 +7,13 @@ writing the NCHW tensors in place (for image n, with PQ = P*Q):
                     bias is a column of the weights times a row of ones under the
                     column matrix, so the GEMM writes the finished output;
 - backward-data:    dcol (CRS, PQ) = W^T @ dy[n] (K, PQ), then col2im adds it into dx[n];
-- backward-filter:  dw (K, CRS) += dy[n] (K, PQ) @ col^T.
+- backward-filter:  dw (K, CRS) += dy[n] (K, PQ) @ col^T; for small images
+                    (``_filter_strategy``) one GEMM per chunk of images instead,
+                    on a K-major copy of the chunk's dy.
 
-No operand is ever transposed or moved between layouts: dy[n] and y[n] are
-already the (K, PQ) matrices the GEMMs want, and BLAS reads W^T and col^T
-as they are. The column matrix of one image ((CRS+1) x PQ floats, 226 KiB
+Otherwise no operand is transposed or moved between layouts: dy[n] and y[n]
+are already the (K, PQ) matrices the GEMMs want, and BLAS reads W^T and
+col^T as they are. The column matrix of one image ((CRS+1) x PQ floats, 226 KiB
 for a 32-channel 14x14 3x3 layer) stays in the L2 cache between im2col and
 the GEMM. Measured against the previous design (one GEMM per multi-image
 chunk into a K-major buffer, then a layout pass): see ``benchmarks/RESULTS.md``,
@@ -20,7 +22,8 @@ the CPU-speed session.
 Threads: the images are shared among ``cpu_pool.threads()`` Python threads
 (``cpu_pool.parallel``), each running its images' im2col/col2im (Numba,
 ``nogil``) and GEMMs (single-threaded BLAS) on its own column buffer; the
-filter gradient is summed per thread, then over the threads.
+filter gradient is summed per chunk of images, then over the chunks in
+order, so the result does not depend on which thread ran what.
 """
 
 from __future__ import annotations

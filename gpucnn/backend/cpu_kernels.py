@@ -1,29 +1,30 @@
 """Numba kernels of the ``cpu`` backend: the loops around the BLAS GEMMs, and pooling.
 
-Convolution runs as im2col + one GEMM per batch chunk (see ``cpu.py``); the
-kernels here move data between the NCHW tensors and the column matrix, and
-never call BLAS themselves.
+Convolution runs as im2col + one GEMM per image (per chunk of images for
+some backward-filter shapes; see ``cpu.py``); the kernels here move data
+between the NCHW tensors and the column matrix, and never call BLAS
+themselves.
 
 Layouts used by the convolution kernels, for a chunk of ``nb`` images starting
-at image ``n0``:
+at image ``n0`` (``nb`` = 1 for the per-image GEMMs):
 
 - column matrix ``col`` (C*R*S, nb*P*Q): row ``(c*R + r)*S + s`` holds, for
   every image i of the chunk and output position (p, q), the input value
   ``x[n0+i, c, p*sh - ph + r*dh, q*sw - pw + s*dw]`` (zero in the padding) at
   column ``(i*P + p)*Q + q``;
-- "K-major" outputs ``(K, nb*P*Q)``: what ``W (K, CRS) @ col`` produces, the
-  NCHW output with the channel axis moved in front of the batch.
+- "K-major" ``(K, nb*P*Q)``: an NCHW tensor's chunk with the channel axis
+  moved in front of the batch (the per-chunk backward-filter GEMM's dy).
 
-Threads: these kernels are single-threaded on purpose; BLAS is the one thread
-pool of the backend. Each loop is over independent tasks (a (row, image) run,
-an (image, channel) plane) that no two tasks write in common, so ``prange``
-would be a one-word change, but it does not pay on the 2-core machines this
-project targets. Numba's default threading layer is GNU OpenMP, whose idle
-workers spin after every parallel loop; that spin takes a core from the
-OpenBLAS GEMM that follows, and OpenBLAS's idle workers do the same back.
-Measured (float32, N=64, C=32 14x14 -> K=64, 3x3, pad 1, 2 MiB chunks; min of
-15 runs on a 2-core VM at load average ~1.5; forward / backward-data /
-backward-filter in ms):
+Threads: each kernel is serial and compiled ``nogil=True``; the backend
+runs several of them at once on different images from a pool of Python
+threads (``cpu_pool.py``), with BLAS single-threaded meanwhile. Numba's own
+parallel loops (``prange``) were measured and rejected: Numba's default
+threading layer is GNU OpenMP, whose idle workers spin after every parallel
+loop; that spin takes a core from the OpenBLAS GEMM that follows, and
+OpenBLAS's idle workers do the same back.
+Measured in an earlier design (one GEMM per 2 MiB chunk; float32, N=64,
+C=32 14x14 -> K=64, 3x3, pad 1; min of 15 runs on a 2-core VM at load
+average ~1.5; forward / backward-data / backward-filter in ms):
 
 - ``prange`` kernels, default OpenMP, 2 BLAS threads:   63.9 / 68.0 / 60.1
 - ``prange`` kernels, ``OMP_WAIT_POLICY=PASSIVE``:        6.0 /  5.5 /  6.3
@@ -31,8 +32,7 @@ backward-filter in ms):
 
 The passive wait policy only helps when it is set before the process loads
 libgomp (PyTorch ships its own and may load it first), so the backend does
-not depend on it: the data movement runs on one core, which is within noise of
-the parallel version here, and the GEMM gets both.
+not depend on it; its own threads sleep when idle.
 
 Direct loops instead of im2col + GEMM were measured too and lost on every
 shape tried (one thread, CPU time, ms, forward / backward-data /
