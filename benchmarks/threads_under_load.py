@@ -10,7 +10,10 @@ of convolution case D2 (batch 64) and the digit-CNN training step (batch
 128), ``--repeats`` calls each, wall clock. ``--busy`` starts a pure-Python
 busy loop in its own session for the duration (a competing load the
 scheduler treats as another user's). Prints the median of each setting and
-two / one (below 1: two threads faster).
+the ratios to one thread (below 1: two threads faster), for
+``gpucnn.set_threads(2)`` as it is (BLAS at two threads outside the
+backend's own calls, where the Dense layers use it) and with BLAS then set
+back to one thread.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ import sys
 
 CHILD = r"""
 import json, sys, time
-threads, repeats = int(sys.argv[1]), int(sys.argv[2])
-from threadpoolctl import threadpool_limits
+threads, blas, repeats = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 import gpucnn
+from threadpoolctl import threadpool_limits
 from gpucnn.bench import end_to_end, workload
-threadpool_limits(threads)  # the pool of the cpu backend follows BLAS's setting
+gpucnn.set_threads(threads)
+threadpool_limits(blas, user_api="blas")
 backend = gpucnn.get_backend("cpu")
 case = workload.with_batch(workload.select(ids={"D2"}), 64)[0]
 conv = [workload.prepare(backend, case, op) for op in case.ops]
@@ -57,24 +61,25 @@ def main(argv=None) -> int:
     busy = None
     if args.busy:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-    samples = {1: {}, 2: {}}
+    settings = {"1 thread": (1, 1), "2 threads": (2, 2), "2 threads, BLAS 1": (2, 1)}
+    samples = {s: {} for s in settings}
     try:
         for _ in range(args.rounds):
-            for threads in (1, 2):
-                out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(args.repeats)],
+            for setting, (threads, blas) in settings.items():
+                out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(blas), str(args.repeats)],
                                      capture_output=True, text=True, check=True)
                 for name, times in json.loads(out.stdout.strip().splitlines()[-1]).items():
-                    samples[threads].setdefault(name, []).extend(times)
+                    samples[setting].setdefault(name, []).extend(times)
     finally:
         if busy is not None:
             busy.kill()
             busy.wait()
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; busy loop: {args.busy}")
-    print("| what | 1 thread ms (median) | 2 threads ms (median) | 2 / 1 |")
-    print("|---|---:|---:|---:|")
-    for name in samples[1]:
-        one, two = statistics.median(samples[1][name]), statistics.median(samples[2][name])
-        print(f"| {name} | {one * 1e3:.1f} | {two * 1e3:.1f} | {two / one:.2f} |")
+    print("| what | " + " | ".join(f"{s} ms" for s in settings) + " | 2 / 1 | 2, BLAS 1 / 1 |")
+    print("|---|" + "---:|" * (len(settings) + 2))
+    for name in samples["1 thread"]:
+        ms = [statistics.median(samples[s][name]) * 1e3 for s in settings]
+        print(f"| {name} | " + " | ".join(f"{m:.1f}" for m in ms) + f" | {ms[1] / ms[0]:.2f} | {ms[2] / ms[0]:.2f} |")
     return 0
 
 

@@ -5,9 +5,11 @@ every pooling op runs with one thread and with two (the images then shared
 between two Python threads), with several chunks and a ragged last one.
 """
 
+import os
+
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info
 
 import gpucnn as gc
 import gpucnn.backend.cpu as cpu_module
@@ -23,21 +25,33 @@ def cpu():
     return gc.get_backend("cpu")
 
 
+@pytest.fixture
+def pool_threads(monkeypatch):
+    """``pool_threads(n)``: the backend's pool runs n threads (BLAS left as it is)."""
+    return lambda n: monkeypatch.setattr(cpu_pool, "get_threads", lambda: n)
+
+
+def blas_threads():
+    """Thread counts of the BLAS libraries NumPy's matmul calls (the ones the backend limits)."""
+    return [i["num_threads"] for i in threadpool_info()
+            if i["user_api"] == "blas" and os.sep + "numpy" in i["filepath"]]    # numpy/ or numpy.libs/
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("filter_depth", [0, 10**9], ids=["filter-per-image", "filter-per-chunk"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_ids(CONV_CASES))
-def test_cpu_conv2d_every_strategy_and_thread_count(cpu, rng, monkeypatch, case, filter_depth, threads):
+def test_cpu_conv2d_every_strategy_and_thread_count(cpu, rng, monkeypatch, pool_threads, case, filter_depth,
+                                                   threads):
     _, x_shape, w_shape, stride, padding, dilation = case
     x_shape = (7,) + x_shape[1:]                    # several chunks, the last one short
     monkeypatch.setattr(cpu_module, "MIN_FILTER_GEMM_DEPTH", filter_depth)
     monkeypatch.setattr(cpu_module, "COL_BYTES", 3000)
     geom, x, w, b, dy = conv_operands(rng, x_shape, w_shape, stride, padding, dilation, np.float64)
-    with threadpool_limits(threads, user_api="blas"):
-        assert cpu_pool.threads() == threads
-        y = cpu.conv2d_forward(x, w, b, geom)
-        y_relu = cpu.conv2d_forward(x, w, b, geom, activation="relu")
-        dx = cpu.conv2d_backward_data(dy, w, geom)
-        dw = cpu.conv2d_backward_filter(dy, x, geom)
+    pool_threads(threads)
+    y = cpu.conv2d_forward(x, w, b, geom)
+    y_relu = cpu.conv2d_forward(x, w, b, geom, activation="relu")
+    dx = cpu.conv2d_backward_data(dy, w, geom)
+    dw = cpu.conv2d_backward_filter(dy, x, geom)
     y_ref = conv2d_forward_ref(x, w, b, stride, padding, dilation)
     assert rel_err(y, y_ref) < 1e-12
     assert rel_err(y_relu, np.maximum(y_ref, 0)) < 1e-12
@@ -45,21 +59,31 @@ def test_cpu_conv2d_every_strategy_and_thread_count(cpu, rng, monkeypatch, case,
     assert rel_err(dw, conv2d_backward_filter_ref(dy, x, w.shape[2:], stride, padding, dilation)) < 1e-12
 
 
-def test_cpu_parallel_hands_every_item_to_one_thread_and_restores_blas():
-    seen = []
+def test_cpu_pool_follows_the_thread_setting():
+    with gc.threads(2):
+        assert cpu_pool.threads() == 2
+    with gc.threads(1):
+        assert cpu_pool.threads() == 1
+
+
+def test_cpu_parallel_hands_every_item_to_one_thread_with_blas_single_threaded(pool_threads):
+    seen, blas_inside = [], []
 
     def task(items):
+        blas_inside.extend(blas_threads())
         mine = list(items)
         seen.extend(mine)
         return len(mine)
 
-    with threadpool_limits(2, user_api="blas"):
+    pool_threads(2)
+    with gc.threads(2):
         counts = cpu_pool.parallel(1000, task)
-        assert cpu_pool.threads() == 2            # BLAS back at two threads after the call
+        assert set(blas_threads()) == {2}         # BLAS back at two threads after the call
     assert sorted(seen) == list(range(1000)) and sum(counts) == 1000 and len(counts) == 2
+    assert set(blas_inside) == {1}
 
 
-def test_cpu_parallel_raises_a_worker_error_after_all_threads_finish():
+def test_cpu_parallel_raises_a_worker_error_after_all_threads_finish(pool_threads):
     finished = []
 
     def task(items):
@@ -68,24 +92,25 @@ def test_cpu_parallel_raises_a_worker_error_after_all_threads_finish():
                 raise RuntimeError("item 3")
         finished.append(True)
 
-    with threadpool_limits(2, user_api="blas"), pytest.raises(RuntimeError, match="item 3"):
+    pool_threads(2)
+    with pytest.raises(RuntimeError, match="item 3"):
         cpu_pool.parallel(50, task)
     assert len(finished) == 1                     # the other thread ran to the end before the raise
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", POOL_CASES, ids=conv_ids(POOL_CASES))
-def test_cpu_pooling_with_one_and_two_threads(cpu, rng, case, threads):
+def test_cpu_pooling_with_one_and_two_threads(cpu, rng, pool_threads, case, threads):
     _, x_shape, kernel, stride, padding = case
     x_shape = (9,) + x_shape[1:]                    # several chunks per thread
     geom = pool_geometry((_, x_shape, kernel, stride, padding))
     x = rng.standard_normal(geom.x_shape)
     dy = rng.standard_normal(geom.y_shape)
-    with threadpool_limits(threads, user_api="blas"):
-        y, argmax = cpu.max_pool2d_forward(x, geom)
-        dx = cpu.max_pool2d_backward(dy, argmax, geom)
-        y_avg = cpu.avg_pool2d_forward(x, geom)
-        dx_avg = cpu.avg_pool2d_backward(dy, geom)
+    pool_threads(threads)
+    y, argmax = cpu.max_pool2d_forward(x, geom)
+    dx = cpu.max_pool2d_backward(dy, argmax, geom)
+    y_avg = cpu.avg_pool2d_forward(x, geom)
+    dx_avg = cpu.avg_pool2d_backward(dy, geom)
     y_ref, argmax_ref = max_pool2d_forward_ref(x, kernel, stride, padding)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)

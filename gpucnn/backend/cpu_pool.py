@@ -8,17 +8,19 @@ work. The tasks spend their time in Numba kernels compiled ``nogil=True`` and
 in NumPy's BLAS, both of which release the GIL, so the threads run on
 separate cores.
 
-While more than one thread runs, BLAS is held at one thread: each of our
-threads is a BLAS caller of its own, and a multi-threaded GEMM inside each
-would put more threads than cores on the machine (OpenBLAS's idle threads
-spin, and a GEMM split over two threads waits for both). Nothing spins here:
-an idle pool thread sleeps on a queue, so on a machine crowded with other
-processes two threads cost no more CPU than one and are not slower (see
-``benchmarks/RESULTS.md``, the CPU-speed session).
+BLAS is held at one thread inside ``parallel``: each of our threads is a
+BLAS caller of its own, and a multi-threaded GEMM inside each would put more
+threads than cores on the machine (OpenBLAS's idle threads spin, and a GEMM
+split over two threads waits for both, many times per op). Nothing spins
+here: an idle pool thread sleeps on a queue.
 
-How many threads: as many as NumPy's BLAS is set to use -- the one thread
-setting of the process (``gpucnn.set_threads``, ``threadpoolctl``,
-``OPENBLAS_NUM_THREADS``) governs the backend's own threads too.
+How many threads: gpucnn's one thread setting (``gpucnn.set_threads``,
+``GPUCNN_THREADS``; one by default). Measured on a 2-core machine crowded by
+other processes (``benchmarks/RESULTS.md``, CPU-speed session): a pool of two
+was not slower than one on the convolutions; what did slow a two-thread
+training step down is BLAS at two threads *between* our calls (the Dense
+layers' matmuls), whose idle OpenBLAS thread spins on the core our second
+thread needs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import contextlib
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from ..cpu_threads import get_threads
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -44,8 +48,8 @@ def _blas_controllers():
 
 
 def threads() -> int:
-    """Threads the backend uses: NumPy's BLAS thread setting (at least one)."""
-    return max([1] + [lib.num_threads for lib in _blas_controllers()])
+    """Threads the next ``parallel`` call uses: ``gpucnn.get_threads()``."""
+    return get_threads()
 
 
 @contextlib.contextmanager
@@ -94,7 +98,8 @@ class _SharedRange:
 
 
 def parallel(count: int, task) -> list:
-    """Run ``task(items)`` on up to ``threads()`` threads, ``items`` drawing from ``range(count)``.
+    """Run ``task(items)`` on up to ``threads()`` threads, ``items`` drawing from ``range(count)``,
+    with BLAS at one thread.
 
     Every index in ``range(count)`` is handed to exactly one call; a task
     returns whatever it accumulated over its items (or None). Returns the
@@ -103,10 +108,10 @@ def parallel(count: int, task) -> list:
     every thread has finished.
     """
     n_threads = max(1, min(threads(), count))
-    if n_threads == 1:
-        return [task(range(count))]
-    items = _SharedRange(count)
     with _single_threaded_blas():
+        if n_threads == 1:
+            return [task(range(count))]
+        items = _SharedRange(count)
         futures = [_pool(n_threads - 1).submit(task, items) for _ in range(n_threads - 1)]
         try:
             results = [task(items)]
