@@ -49,9 +49,9 @@ ITEMS_PER_THREAD = 4
 # with fewer than this many positions the GEMM is too short for BLAS, and a
 # chunk of images goes through one GEMM on a K-major copy of dy instead.
 # Forward and backward-data sum over C*R*S or K and run per image always.
-# Measured (CPU time, one thread, batch 64, per-chunk / per-image):
+# Measured (CPU time, one thread, batch 64 (R2: 16), per-chunk / per-image):
 # L2 (P*Q = 64) 0.86; D2 and R2 (196) 1.02 and 0.96; J2 (400) 1.04, D1 (784) 1.80.
-MIN_FILTER_GEMM_DEPTH = 128
+MIN_FILTER_GEMM_DEPTH = 256
 
 
 def _filter_strategy(geom: ConvGeometry) -> str:
