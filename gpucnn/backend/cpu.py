@@ -83,33 +83,30 @@ _scratch = threading.local()
 
 
 def _thread_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
-    """This thread's buffer ``name`` of ``shape``: reused across calls while shape and dtype stay.
+    """A C-contiguous ``shape`` view of this thread's buffer ``name``, grown (never shrunk) on demand.
 
-    A training step calls every layer's convolution with the same shapes, and
-    a fresh buffer per call would page-fault its way into memory again.
-    Returns (array, fresh): ``fresh`` when it was just allocated.
+    Reused across calls: a training step calls every layer's convolution once
+    per step, and a fresh buffer per call would page-fault its way into memory
+    again. One buffer per name and thread, as large as the largest use so far.
     """
     buffers = _scratch.__dict__.setdefault("buffers", {})
+    size = int(np.prod(shape))
     buf = buffers.get(name)
-    fresh = buf is None or buf.shape != shape or buf.dtype != dtype
-    if fresh:
-        buf = buffers[name] = np.empty(shape, dtype)
-    return buf, fresh
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = buffers[name] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
 
 
 def _column_buffer(rows: int, cols: int, dtype) -> np.ndarray:
     """This thread's (rows + 1, cols) column buffer whose last row is ones (the bias row)."""
-    buf, fresh = _thread_buffer("col", (rows + 1, cols), dtype)
-    if fresh:
-        buf[rows] = 1
+    buf = _thread_buffer("col", (rows + 1, cols), dtype)
+    buf[rows] = 1
     return buf
 
 
-def _chunk_view(name: str, rows: int, nb_max: int, images: range, PQ: int, dtype) -> np.ndarray:
-    """A C-contiguous (rows, len(images)*PQ) view of this thread's buffer ``name`` sized for ``nb_max`` images."""
-    buf, _ = _thread_buffer(name, (rows * nb_max * PQ,), dtype)
-    cols = len(images) * PQ
-    return buf[:rows * cols].reshape(rows, cols)
+def _chunk_view(name: str, rows: int, images: range, PQ: int, dtype) -> np.ndarray:
+    """This thread's buffer ``name`` as a (rows, len(images)*PQ) matrix."""
+    return _thread_buffer(name, (rows, len(images) * PQ), dtype)
 
 
 class _Chunks:
@@ -217,15 +214,15 @@ class CPUBackend(Backend):
 
         def per_image(chunk, images):
             col = _column_buffer(CRS, PQ, dtype)[:CRS]
-            term, _ = _thread_buffer("dw", (geom.K, CRS), dtype)
+            term = _thread_buffer("dw", (geom.K, CRS), dtype)
             for n in images:
                 kern.im2col(x, n, col, *args)
                 np.matmul(dy3[n], col.T, out=term)
                 partial[chunk] += term
 
         def per_chunk(chunk, images):
-            col = _chunk_view("col_chunk", CRS, chunks.size, images, PQ, dtype)
-            dyk = _chunk_view("k_major", geom.K, chunks.size, images, PQ, dtype)
+            col = _chunk_view("col_chunk", CRS, images, PQ, dtype)
+            dyk = _chunk_view("k_major", geom.K, images, PQ, dtype)
             kern.im2col(x, images.start, col, *args)
             kern.nchw_to_k_major(dy3, images.start, dyk)
             np.matmul(dyk, col.T, out=partial[chunk])
