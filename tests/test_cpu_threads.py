@@ -27,7 +27,8 @@ def cpu():
 
 @pytest.fixture
 def pool_threads(monkeypatch):
-    """``pool_threads(n)``: the backend's pool runs n threads (BLAS left as it is)."""
+    """``pool_threads(n)``: the backend's pool runs n threads, whatever else the machine runs."""
+    monkeypatch.setattr(cpu_pool, "ADAPT_TO_LOAD", False)
     return lambda n: monkeypatch.setattr(cpu_pool, "get_threads", lambda: n)
 
 
@@ -59,11 +60,25 @@ def test_cpu_conv2d_every_strategy_and_thread_count(cpu, rng, monkeypatch, pool_
     assert rel_err(dw, conv2d_backward_filter_ref(dy, x, w.shape[2:], stride, padding, dilation)) < 1e-12
 
 
-def test_cpu_pool_follows_the_thread_setting():
+def test_cpu_pool_follows_the_thread_setting(monkeypatch):
+    monkeypatch.setattr(cpu_pool, "ADAPT_TO_LOAD", False)
     with gc.threads(2):
         assert cpu_pool.threads() == 2
     with gc.threads(1):
         assert cpu_pool.threads() == 1
+
+
+def test_cpu_pool_leaves_the_cores_other_work_is_running_on(monkeypatch):
+    monkeypatch.setattr(cpu_pool, "get_threads", lambda: 2)
+    monkeypatch.setattr(cpu_pool, "available_cores", lambda: 2)
+    for others, expected in ((0, 2), (1, 1), (5, 1)):
+        monkeypatch.setattr(cpu_pool, "_others_running", lambda: others)
+        assert cpu_pool.threads() == expected
+
+
+def test_cpu_pool_reads_the_runnable_count_of_loadavg():
+    assert cpu_pool.runnable_in_loadavg("0.52 0.58 0.59 2/345 12345\n") == 2
+    assert cpu_pool.runnable_in_loadavg("10.10 9.80 8.43 17/1203 99") == 17
 
 
 def test_cpu_parallel_hands_every_item_to_one_thread_with_blas_single_threaded(pool_threads):

@@ -15,12 +15,13 @@ split over two threads waits for both, many times per op). Nothing spins
 here: an idle pool thread sleeps on a queue.
 
 How many threads: gpucnn's one thread setting (``gpucnn.set_threads``,
-``GPUCNN_THREADS``; one by default). Measured on a 2-core machine crowded by
-other processes (``benchmarks/RESULTS.md``, CPU-speed session): a pool of two
-was not slower than one on the convolutions; what did slow a two-thread
-training step down is BLAS at two threads *between* our calls (the Dense
-layers' matmuls), whose idle OpenBLAS thread spins on the core our second
-thread needs.
+``GPUCNN_THREADS``; one by default), less the cores that other work is
+running on at the moment of the call (Linux: the count of runnable threads
+in ``/proc/loadavg``), as GNU OpenMP's dynamic mode does with the load
+average. A fork-join call split over a core that another process also
+runs on waits for the share that core's thread took: measured on the
+2-core machine of ``benchmarks/RESULTS.md`` (CPU-speed session), two fixed
+threads beside a busy process made the training step 1.3x slower than one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ..cpu_threads import get_threads
+from ..cpu_threads import available_cores, get_threads
+
+# Whether threads() gives up the cores other work is running on (tests turn it off for a fixed count).
+ADAPT_TO_LOAD = True
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -48,8 +52,25 @@ def _blas_controllers():
 
 
 def threads() -> int:
-    """Threads the next ``parallel`` call uses: ``gpucnn.get_threads()``."""
-    return get_threads()
+    """Threads the next ``parallel`` call uses: ``gpucnn.get_threads()``, less the cores busy with other work."""
+    n = get_threads()
+    if n > 1 and ADAPT_TO_LOAD:
+        n = max(1, min(n, available_cores() - _others_running()))
+    return n
+
+
+def _others_running() -> int:
+    """Threads runnable right now besides the calling one, system-wide (Linux); 0 where unknown."""
+    try:
+        with open("/proc/loadavg") as f:
+            return max(0, runnable_in_loadavg(f.read()) - 1)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def runnable_in_loadavg(text: str) -> int:
+    """The runnable-thread count in a ``/proc/loadavg`` line: 2 in ``"0.52 0.58 0.59 2/345 12345"``."""
+    return int(text.split()[3].split("/")[0])
 
 
 @contextlib.contextmanager
