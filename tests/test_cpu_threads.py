@@ -60,6 +60,21 @@ def test_cpu_conv2d_every_strategy_and_thread_count(cpu, rng, monkeypatch, pool_
     assert rel_err(dw, conv2d_backward_filter_ref(dy, x, w.shape[2:], stride, padding, dilation)) < 1e-12
 
 
+@pytest.mark.parametrize("filter_depth", [0, 10**9], ids=["filter-per-image", "filter-per-chunk"])
+def test_cpu_conv2d_results_do_not_depend_on_the_thread_count(cpu, rng, monkeypatch, pool_threads, filter_depth):
+    """Bit for bit, in float32: the pool's size follows the load of the moment, and the
+    same seed must still give the same weights."""
+    monkeypatch.setattr(cpu_module, "MIN_FILTER_GEMM_DEPTH", filter_depth)
+    geom, x, w, b, dy = conv_operands(rng, (64, 8, 10, 10), (16, 8, 3, 3), 1, 1, 1, np.float32)
+    results = []
+    for threads in (1, 2):
+        pool_threads(threads)
+        results.append((cpu.conv2d_forward(x, w, b, geom), cpu.conv2d_backward_data(dy, w, geom),
+                        cpu.conv2d_backward_filter(dy, x, geom)))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
 def test_cpu_pool_follows_the_thread_setting(monkeypatch):
     monkeypatch.setattr(cpu_pool, "ADAPT_TO_LOAD", False)
     with gc.threads(2):

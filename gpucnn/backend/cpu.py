@@ -38,10 +38,14 @@ from .base import Backend, check_conv_activation
 from .geometry import ConvGeometry, PoolGeometry
 
 # Images per work item handed to a thread: as many as keep their column
-# matrices under COL_BYTES (one at least), and few enough that every thread
-# gets several items, so a thread the scheduler parks leaves its share to the
-# others.
+# matrices under COL_BYTES (one at least), and few enough that a batch makes
+# CONV_ITEMS_PER_BATCH items, so each of a few threads gets several and a
+# thread the scheduler parks leaves its share to the others. The count is
+# fixed, not taken from the threads of the moment: backward-filter sums per
+# item, then over the items, so the items decide the rounding, and the same
+# seed must give the same weights whatever the thread setting and the load.
 COL_BYTES = 2 * 2**20
+CONV_ITEMS_PER_BATCH = 8
 ITEMS_PER_THREAD = 4
 
 # Per-shape strategy of backward-filter, the one op whose per-image GEMM
@@ -59,12 +63,12 @@ def _filter_strategy(geom: ConvGeometry) -> str:
     return "image" if geom.P * geom.Q >= MIN_FILTER_GEMM_DEPTH else "chunk"
 
 
-def _chunk_size(geom: ConvGeometry, itemsize: int, threads: int = 1) -> int:
+def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
     """Images per work item: their column matrix (C*R*S, nb*P*Q) and K-major buffer (K, nb*P*Q)
-    each under COL_BYTES, and at least ``ITEMS_PER_THREAD`` items per thread where the batch
-    allows (one image at least)."""
+    each under COL_BYTES, and ``CONV_ITEMS_PER_BATCH`` items or more where the batch allows
+    (one image at least); a function of the geometry alone."""
     per_image = max(geom.C * geom.R * geom.S, geom.K) * geom.P * geom.Q * itemsize
-    balanced = -(-geom.N // (ITEMS_PER_THREAD * threads))
+    balanced = -(-geom.N // CONV_ITEMS_PER_BATCH)
     return max(1, min(geom.N, balanced, COL_BYTES // per_image))
 
 
@@ -120,7 +124,7 @@ class _Chunks:
     @classmethod
     def for_conv(cls, geom: ConvGeometry, dtype) -> "_Chunks":
         """Chunks of ``_chunk_size`` images for a convolution."""
-        return cls(geom.N, _chunk_size(geom, dtype.itemsize, cpu_pool.threads()))
+        return cls(geom.N, _chunk_size(geom, dtype.itemsize))
 
     @classmethod
     def balanced(cls, batch: int) -> "_Chunks":
