@@ -105,6 +105,7 @@ def test_no_device(fresh_detection, capsys):
 
 
 def test_zero_devices(fresh_detection, capsys):
+    pytest.importorskip("cupy")  # the probe's steps after "import cupy" are simulated, not that one
     monkeypatch = fresh_detection
     monkeypatch.setattr(cuda_probe, "_driver_and_runtime", lambda cupy: (13000, 13020))
     monkeypatch.setattr(cuda_probe, "_device_count", lambda cupy: 0)
