@@ -7,8 +7,8 @@ The ``cuda`` and ``cuda-emu`` backends have two families of convolution kernels:
 - ``igemm`` (``kernels/conv2d_igemm_*.cu``): implicit-GEMM kernels with shared-memory
   tiles and 8x8 register tiles per thread, float32, in a few tile
   configurations per op (``FORWARD_TILES`` and friends below); with the conv
-  precision (``precision.py``) "tf32", the tensor-core kernels
-  (``TENSOR_CORE_SOURCES``, tiles ``TENSOR_CORE_TILES``) on a GPU of sm_80 or later.
+  precision (``precision.py``) "tf32" or "bf16", the tensor-core kernels
+  (``TENSOR_CORE_SOURCES``, tiles ``PRECISION_TILES``) on a GPU of sm_80 or later.
 
 ``choose(op, geom, dtype)`` is the rule that picks one per shape, written down
 here with its reasons; ``force(...)`` (or the ``GPUCNN_CONV_ALGO`` environment
@@ -51,14 +51,15 @@ SOURCES = {
 }
 
 #: The tensor-core kernels per precision and op: entry points and arguments as
-#: the FP32 ones, named ``..._<tile>_<precision>``, tiles in TENSOR_CORE_TILES.
-TENSOR_CORE_SOURCES = {
-    "tf32": {"forward": "conv2d_igemm_forward_tc.cu", "backward_data": "conv2d_igemm_backward_data_tc.cu",
-             "backward_filter": "conv2d_igemm_backward_filter_tc.cu"},
-}
+#: the FP32 ones, named ``..._<tile>_<precision>``, tiles in PRECISION_TILES.
+_TENSOR_CORE_FILES = {"forward": "conv2d_igemm_forward_tc.cu", "backward_data": "conv2d_igemm_backward_data_tc.cu",
+                      "backward_filter": "conv2d_igemm_backward_filter_tc.cu"}
+TENSOR_CORE_SOURCES = {"tf32": _TENSOR_CORE_FILES, "bf16": _TENSOR_CORE_FILES}
 
-#: Reduction rows per shared tile (BK) of every igemm kernel.
+#: Reduction rows per shared tile (BK) of the FP32 and TF32 igemm kernels (TileConfig.k).
 TILE_K = 8
+#: BK of the BF16 kernels: mma.sync.m16n8k16 reduces 16 rows at a time.
+BF16_TILE_K = 16
 #: The kernels split a pixel's filter taps into a 32-bit mask (kernels/igemm_tile.cuh).
 MAX_TAPS = 32
 _INT32_LIMIT = 2**31
@@ -76,6 +77,7 @@ class TileConfig:
     rows: int
     cols: int
     threads: int
+    k: int = TILE_K  # reduction rows per shared tile (BK): the unit of backward-filter's tiles_per_split
 
     @property
     def name(self) -> str:
@@ -109,6 +111,16 @@ TENSOR_CORE_TILES = {"forward": _TENSOR_CORE_TILES, "backward_data": _TENSOR_COR
                      "backward_filter": _tiles(TileConfig(128, 256, 256), TileConfig(128, 128, 128),
                                                TileConfig(128, 64, 128), TileConfig(64, 128, 128),
                                                TileConfig(64, 64, 64))}
+# The BF16 tiles (kernels/igemm_tc.cuh): the tensor-core ones with BK = 16, but
+# 128x256 (its BK = 16 buffers would pass the 48 KB of static shared memory);
+# 128x128 has eight 64x32 warps (256 threads): four 64x64 ones spilled at BK = 16.
+_BF16_TILES = _tiles(TileConfig(128, 128, 256, BF16_TILE_K), TileConfig(128, 64, 128, BF16_TILE_K),
+                     TileConfig(64, 64, 64, BF16_TILE_K), TileConfig(128, 32, 64, BF16_TILE_K))
+BF16_TILES = {"forward": _BF16_TILES, "backward_data": _BF16_TILES,
+              "backward_filter": _tiles(TileConfig(128, 128, 256, BF16_TILE_K), TileConfig(128, 64, 128, BF16_TILE_K),
+                                        TileConfig(64, 128, 128, BF16_TILE_K), TileConfig(64, 64, 64, BF16_TILE_K))}
+#: The tiles of each tensor-core precision, per op.
+PRECISION_TILES = {"tf32": TENSOR_CORE_TILES, "bf16": BF16_TILES}
 
 #: A grid with fewer blocks than this leaves multiprocessors idle: two blocks
 #: per SM of the largest supported GPU (132 SMs on an H100 SXM).
@@ -126,7 +138,7 @@ MAX_WORKSPACE_BYTES = 64 * 2**20
 class Choice:
     """The kernel one op runs on one shape: ``algorithm`` "direct" or "igemm", its tile, split-K factor.
 
-    ``precision``: "fp32", or "tf32" for a tensor-core igemm kernel;
+    ``precision``: "fp32", or "tf32" or "bf16" for a tensor-core igemm kernel;
     ``precision_note``: why it is "fp32" although the setting asked for more
     ("" when it is what was asked). Both show in ``str``: "igemm 128x64 tf32",
     "igemm 128x64 [tf32 asked: sm_75 has no tensor cores for it]".
@@ -227,9 +239,9 @@ def _pick_tile(tiles: dict[str, TileConfig], m: int, n: int, layers: int = 1) ->
     return tile, f"no tile gives {MIN_BLOCKS} blocks: the one giving most"
 
 
-def _most_splits(g: ConvGeometry) -> int:
-    """The most split-K slices backward-filter's reduction allows (see ``_split_k``)."""
-    tiles = -(-(g.N * g.P * g.Q) // TILE_K)
+def _most_splits(g: ConvGeometry, tile_k: int = TILE_K) -> int:
+    """The most split-K slices backward-filter's reduction allows with BK = ``tile_k`` (see ``_split_k``)."""
+    tiles = -(-(g.N * g.P * g.Q) // tile_k)
     return max(1, min(tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS))
 
 
@@ -241,7 +253,7 @@ def _split_k(tile: TileConfig, g: ConvGeometry) -> tuple[int, int]:
     slice, at most MAX_SPLITS slices and MAX_WORKSPACE_BYTES of partial sums.
     """
     m, n, length = gemm_shape("backward_filter", g)
-    tiles = -(-length // TILE_K)
+    tiles = -(-length // tile.k)
     blocks = -(-m // tile.rows) * -(-n // tile.cols)
     splits = max(1, min(-(-MIN_BLOCKS // blocks), tiles // MIN_TILES_PER_SPLIT, MAX_SPLITS,
                         MAX_WORKSPACE_BYTES // (4 * m * n)))
@@ -277,8 +289,10 @@ def _pick(op: str, g: ConvGeometry, tiles: dict[str, TileConfig] | None = None) 
     """``_pick_tile`` among ``tiles`` (default ``TILES[op]``) for ``op``, counting the grid's z
     (backward-data's phases, split-K slices)."""
     m, n, _ = gemm_shape(op, g)
-    layers = {"forward": 1, "backward_data": g.stride[0] * g.stride[1], "backward_filter": _most_splits(g)}
-    return _pick_tile(TILES[op] if tiles is None else tiles, m, n, layers[op])
+    tiles = TILES[op] if tiles is None else tiles
+    tile_k = next(iter(tiles.values())).k  # one BK per tile set
+    layers = {"forward": 1, "backward_data": g.stride[0] * g.stride[1], "backward_filter": _most_splits(g, tile_k)}
+    return _pick_tile(tiles, m, n, layers[op])
 
 
 def _igemm_choice(op: str, g: ConvGeometry, tile: TileConfig, reason: str, splits: int | None = None) -> Choice:
@@ -287,7 +301,7 @@ def _igemm_choice(op: str, g: ConvGeometry, tile: TileConfig, reason: str, split
     if splits is None:
         splits, per_split = _split_k(tile, g)
     else:
-        tiles = -(-(g.N * g.P * g.Q) // TILE_K)
+        tiles = -(-(g.N * g.P * g.Q) // tile.k)
         per_split = -(-tiles // max(1, splits))
         splits = -(-tiles // per_split)
     return Choice(op, "igemm", tile, splits, per_split, reason)
@@ -315,7 +329,7 @@ def _parse_spec(op: str, spec: str) -> tuple[str, str | None]:
 
 def _known_tiles(op: str) -> dict[str, TileConfig]:
     """The tiles ``force`` accepts for ``op``: the FP32 ones, and those only the tensor-core kernels have."""
-    return {**TENSOR_CORE_TILES.get(op, {}), **TILES[op]}
+    return {**BF16_TILES.get(op, {}), **TENSOR_CORE_TILES.get(op, {}), **TILES[op]}
 
 
 def _env_forced() -> dict:
@@ -349,7 +363,8 @@ def force(forward: str | None = None, backward_data: str | None = None,
     Each is "direct", "igemm" (tile by the rule) or "igemm:<tile>" (e.g.
     "igemm:128x32"; the tiles of each op are the keys of ``TILES[op]``, and of
     ``TENSOR_CORE_TILES[op]`` at conv precision "tf32", where a tensor-core-only
-    tile such as "igemm:128x256" at "fp32" runs the rule's FP32 tile instead);
+    tile such as "igemm:128x256" at "fp32" (or "bf16", which has no 128x256)
+    runs the rule's tile of that precision instead);
     ``splits`` forces backward-filter's split-K factor (capped so that no slice
     is empty). Where igemm cannot run a call (float64 operands, see
     ``igemm_unsupported``) the direct kernel runs and ``choose`` says why.
@@ -388,8 +403,9 @@ def with_precision(choice: Choice, g: ConvGeometry, dtype, arch: int | None, req
     one at that precision, the operands are float32 and the GPU (compute
     capability ``arch``, e.g. 90; None on the emulator, which executes
     mma.sync whatever the architecture) is sm_80 or later; its tile is the
-    forced one, else ``_pick_tile`` among TENSOR_CORE_TILES. Otherwise the
-    choice stays FP32, with ``precision_note`` saying why.
+    forced one where that precision has it, else ``_pick_tile`` among
+    ``PRECISION_TILES[requested]``. Otherwise the choice stays FP32, with
+    ``precision_note`` saying why.
     """
     requested = requested or conv_precision.get_conv_precision()
     note = ""
@@ -402,9 +418,13 @@ def with_precision(choice: Choice, g: ConvGeometry, dtype, arch: int | None, req
     elif choice.algorithm != "igemm":
         note = f"{requested} asked: the direct kernel is FP32"
     else:
-        tiles = TENSOR_CORE_TILES[choice.op]
+        tiles = PRECISION_TILES[requested][choice.op]
         forced = choice.reason.startswith("forced") or choice.reason == AUTOTUNE_CANDIDATE
-        tile, reason = (tiles[choice.tile.name], choice.reason) if forced else _pick(choice.op, g, tiles)
+        if forced and choice.tile.name in tiles:
+            tile, reason = tiles[choice.tile.name], choice.reason
+        else:
+            tile, reason = _pick(choice.op, g, tiles)
+            reason += f" ({choice.tile.name} has no {requested} kernel)" if forced else ""
         return dataclasses.replace(_retiled(choice, g, tile, reason), precision=requested)
     if choice.algorithm == "igemm" and choice.tile.name not in TILES[choice.op]:
         # A forced tensor-core-only tile (128x256): the FP32 kernels take the rule's tile.

@@ -16,9 +16,9 @@ Max pooling must match exactly, argmax included. The float64 kernels get
 ``TOLERANCE_FLOAT64``: their rounding is 1e-9 of float32's, while a float64
 kernel that rounds through float32 anywhere shows errors near 1e-7.
 
-A tensor-core convolution (conv precision "tf32", ``gpucnn.backend.precision``)
-rounds its inputs to TF32 before multiplying: its reference is the float64
-baseline on the same inputs rounded to TF32 (bias excepted, added in float32),
+A tensor-core convolution (conv precision "tf32" or "bf16", ``gpucnn.backend.precision``)
+rounds its inputs to TF32 or BF16 before multiplying: its reference is the float64
+baseline on the same inputs rounded likewise (bias excepted, added in float32),
 so only the float32 accumulation remains and ``TOLERANCE`` still applies; a
 kernel that skipped or botched the rounding, or a missed term, fails it.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend.precision import round_to_tf32
+from ..backend.precision import ROUNDING
 from . import baseline, workload
 
 TOLERANCE = 1e-4
@@ -54,7 +54,7 @@ def check_op(backend, case, op: str, seed: int = 0, dtype=np.float32) -> dict:
     inputs = workload.make_inputs(case, op, seed, dtype)
     ours_in = {k: backend.asarray(v) for k, v in inputs.items()}
     precision = workload.precision(backend, case, op) if np.dtype(dtype) == np.float32 else "fp64"
-    ref_in = {k: (round_to_tf32(v) if precision == "tf32" and k != "b" else v).astype(np.float64)
+    ref_in = {k: (ROUNDING[precision](v) if precision in ROUNDING and k != "b" else v).astype(np.float64)
               for k, v in inputs.items()}
     if op.startswith("max_pool2d"):
         y, ours_argmax = backend.max_pool2d_forward(ours_in["x"], g)
