@@ -66,8 +66,8 @@ def launch_threads(kernel: str) -> int:
     from gpucnn.backend import conv_algorithms
     from gpucnn.backend.launch import ELEMENTWISE_THREADS
 
-    tensor_core = not kernel.endswith("_f32")
-    for op, tiles in (conv_algorithms.TENSOR_CORE_TILES if tensor_core else conv_algorithms.TILES).items():
+    precision = kernel.rsplit("_", 1)[-1]  # the entry points end in _f32, _tf32 or _bf16
+    for op, tiles in conv_algorithms.PRECISION_TILES.get(precision, conv_algorithms.TILES).items():
         for name, tile in tiles.items():
             if kernel.startswith(f"conv2d_{op}_igemm_{name}_"):
                 return tile.threads

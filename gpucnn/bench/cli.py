@@ -182,8 +182,8 @@ def _check(backends, cases) -> int:
     print(report.format_columns(rows))
     wrong = sum(not r["ok"] for r in results)
     print(f"{len(results) - wrong} of {len(results)} results right (error = max|ours - float64 NumPy| / "
-          f"max|NumPy|, tolerance {check.TOLERANCE:g}; max pooling exact; tf32 kernels against NumPy on "
-          f"TF32-rounded inputs) in {time.perf_counter() - started:.1f} s")
+          f"max|NumPy|, tolerance {check.TOLERANCE:g}; max pooling exact; tf32 and bf16 kernels against NumPy on "
+          f"inputs rounded likewise) in {time.perf_counter() - started:.1f} s")
     return 1 if wrong else 0
 
 
