@@ -125,7 +125,7 @@ class CudaBackend(Backend):
         return str(conv_algorithms.choose(op, geom, np.float32, self.arch()))
 
     def conv_precision(self, op: str, geom: ConvGeometry) -> str:
-        """The arithmetic of that kernel: "fp32" or "tf32" (see ``gpucnn.backend.precision``)."""
+        """The arithmetic of that kernel: "fp32", "tf32" or "bf16" (see ``gpucnn.backend.precision``)."""
         return conv_algorithms.choose(op, geom, np.float32, self.arch()).precision
 
     def empty(self, shape, dtype):
