@@ -2,6 +2,8 @@
 and (with the physics extra) a few dozen Pythia jets per class: shapes, window, normalisation, seeds."""
 
 import importlib.util
+import os
+import stat
 import sys
 
 import numpy as np
@@ -207,6 +209,9 @@ def test_cache_is_reused_when_the_settings_match_and_regenerated_when_not(genera
         jets.generate(N_PER_CLASS, chunk=CHUNK, seed=0, size=32, cache=str(cache), progress=False)
     out = capsys.readouterr().out
     assert "regenerating" in out and "settings differ" in out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o666 & ~umask  # the mode any new file gets
 
 
 @needs_physics
