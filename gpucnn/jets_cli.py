@@ -28,8 +28,9 @@ import numpy as np
 CLASS_NAMES = ["QCD", "top"]  # label 0, label 1
 DEFAULT_DATA = os.path.join("data", "jets", "top_qcd_10k.npz")
 DEFAULT_N = 10000
-# Measured with the default settings on a shared 2-core Intel Xeon (10k jets per class: 1373 s, 2 workers).
-MEASURED_JETS_PER_SECOND = 14.6
+# Measured with the default settings on a 2-core Intel Xeon at load ~1, 2 workers (100k jets per
+# class: 1243 s); the same machine crowded by other jobs (load 5-11) made 14.6 jets/s.
+MEASURED_JETS_PER_SECOND = 161.0
 EFFICIENCIES = (0.3, 0.5)
 VARIANTS = (  # name, model, channels
     ("DNN", "dnn", 1),
