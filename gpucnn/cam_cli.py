@@ -21,11 +21,9 @@ METHODS = ("gradcam", "gradcam++", "scorecam", "guided")
 
 def add_arguments(p) -> None:
     """The options of ``gpucnn gradcam`` on the argparse (sub)parser ``p``."""
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="a model file, or a run folder holding model.npz (from gpucnn train)")
-    p.add_argument("--dataset", default=None,
-                   help="digits, mnist, shapes (default: the run's, from metrics.json beside the model; else digits)")
-    p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder (default: the run's, else data/mnist)")
+    from .cli import add_saved_model_arguments
+
+    add_saved_model_arguments(p)
     p.add_argument("--method", default="gradcam", choices=METHODS,
                    help="gradcam (default), gradcam++, scorecam, or guided (Guided Grad-CAM)")
     p.add_argument("--layer", type=int, default=None, metavar="I",

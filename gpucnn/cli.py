@@ -349,12 +349,17 @@ def _train_in_folder(args, out, epochs, shift, backend, train, test, class_names
 
 # --- evaluate ---------------------------------------------------------------------------------
 
-def add_evaluate_arguments(p) -> None:
+def add_saved_model_arguments(p) -> None:
+    """--model, --dataset and --data: a trained model and the test data it is run on (evaluate, gradcam)."""
     p.add_argument("--model", required=True, metavar="PATH",
                    help="a model file, or a run folder holding model.npz (from gpucnn train)")
     p.add_argument("--dataset", default=None,
                    help="digits, mnist, shapes (default: the run's, from metrics.json beside the model; else digits)")
     p.add_argument("--data", default=None, metavar="PATH", help="MNIST folder (default: the run's, else data/mnist)")
+
+
+def add_evaluate_arguments(p) -> None:
+    add_saved_model_arguments(p)
     p.add_argument("--backend", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N test samples")
