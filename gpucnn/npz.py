@@ -95,14 +95,24 @@ def save_npz_atomic(path, arrays: dict) -> None:
         raise
 
 
-def _create_locked_temporary(folder: str) -> tuple[int, str]:
-    """A new hidden file in ``folder`` (mode 0666 less the umask), locked; returns (fd, path)."""
+def create_new_file(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new empty file ``<prefix><16 hex digits><suffix>`` in ``folder``, open for writing: (fd, path).
+
+    Its mode is 0666 less the umask, as any new file's (``tempfile.mkstemp``
+    would give 0600 to what is renamed into place).
+    """
     while True:
-        tmp = os.path.join(folder, f"{_TEMP_PREFIX}{secrets.token_hex(8)}{_TEMP_SUFFIX}")
+        path = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
         except FileExistsError:
             continue
+
+
+def _create_locked_temporary(folder: str) -> tuple[int, str]:
+    """A new hidden file in ``folder`` (``create_new_file``), locked; returns (fd, path)."""
+    while True:
+        fd, tmp = create_new_file(folder, _TEMP_PREFIX, _TEMP_SUFFIX)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)

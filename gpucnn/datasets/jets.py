@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 import threading
 import time
 import zipfile
 
 import numpy as np
+
+from ..npz import create_new_file
 
 PROCESSES = ("top", "qcd")
 LABELS = {"top": 1, "qcd": 0}
@@ -368,21 +369,6 @@ def read_cache_header(path) -> dict | None:
         return None
 
 
-def _new_partial_file(directory: str) -> str:
-    """A new empty file in ``directory`` for the cache being written, hidden until renamed.
-
-    Created with mode 0666 less the umask, as any new file (``tempfile.mkstemp``
-    would make the finished cache 0600).
-    """
-    while True:
-        path = os.path.join(directory, f".jets-{secrets.token_hex(8)}.npz.partial")
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return path
-        except FileExistsError:
-            continue
-
-
 def generate_to_file(path, n_per_class: int, processes=PROCESSES, pt_range=(550, 650), eta_max: float = 2.0,
                      radius: float = 0.8, size: int = 40, extent: float = 0.8, channels: int = 3,
                      mpi: bool = False, seed: int = 0, workers: int | None = None, chunk: int = 500,
@@ -416,7 +402,9 @@ def generate_to_file(path, n_per_class: int, processes=PROCESSES, pt_range=(550,
     start = time.perf_counter()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    partial = _new_partial_file(directory)
+    # Hidden until renamed, with the mode the umask gives a new file.
+    fd, partial = create_new_file(directory, ".jets-", ".npz.partial")
+    os.close(fd)
     bar = tqdm(total=total, unit="jet", desc=f"generating jets ({workers} workers)", disable=not progress,
                mininterval=0.5 if os.isatty(2) else 30.0)  # a log file gets a line every 30 s, not a stream
     done = threading.Event()
