@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
+from .backend.cuda_probe import cuda_version, first_line
+
 
 def cpu_model() -> str:
     """The processor's name (``/proc/cpuinfo``'s "model name" where there is one)."""
@@ -23,16 +25,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _cuda_version(code: int) -> str:
-    """CUDA's integer version (12040) as text ("12.4"); 0 means no driver."""
-    return "none" if code == 0 else f"{code // 1000}.{code % 1000 // 10}"
-
-
-def _one_line(err: Exception) -> str:
-    text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text}"
 
 
 def _package_version(name: str) -> str | None:
@@ -52,24 +44,24 @@ def cuda_environment() -> dict:
     try:
         import cupy
     except ImportError as err:
-        return {"cupy": None, "cupy_error": _one_line(err), "devices": []}
+        return {"cupy": None, "cupy_error": first_line(err), "devices": []}
     out = {"cupy": cupy.__version__}
     runtime = cupy.cuda.runtime
     for key, query in (("driver", runtime.driverGetVersion), ("runtime", runtime.runtimeGetVersion)):
         try:
-            out[key] = _cuda_version(query())
+            out[key] = cuda_version(query())
         except Exception as err:  # a CUDA error is what there is to report
-            out[key] = _one_line(err)
+            out[key] = first_line(err)
     try:
         from cupy_backends.cuda.libs import nvrtc
         out["nvrtc"] = ".".join(map(str, nvrtc.getVersion()))
     except Exception as err:  # NVRTC missing is the most common broken install
-        out["nvrtc"] = _one_line(err)
+        out["nvrtc"] = first_line(err)
     out["devices"] = []
     try:
         count = runtime.getDeviceCount()
     except Exception as err:  # no driver, or a driver too old for CuPy's CUDA
-        out["device_error"] = _one_line(err)
+        out["device_error"] = first_line(err)
         count = 0
     for i in range(count):
         props = runtime.getDeviceProperties(i)

@@ -32,9 +32,9 @@ CUPY_MISSING = "CuPy is not installed"
 _INSUFFICIENT_DRIVER = 35
 
 
-def _cuda_version(version: int) -> str:
-    """CUDA's integer version as text: 12040 -> "12.4"."""
-    return f"{version // 1000}.{version % 1000 // 10}"
+def cuda_version(version: int) -> str:
+    """CUDA's integer version as text: 12040 -> "12.4"; 0 (no driver) -> "none"."""
+    return "none" if version == 0 else f"{version // 1000}.{version % 1000 // 10}"
 
 
 def install_command(cuda_major: int | None = None) -> str:
@@ -93,7 +93,8 @@ def _run_test_kernel() -> None:
                            f"expected {expected.ravel().tolist()}")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """``"TypeName: first line of the message"``, for reasons that must fit one line."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
@@ -119,15 +120,15 @@ def probe() -> tuple[bool, str]:
     except ImportError:
         return False, f"{CUPY_MISSING}; for an NVIDIA GPU: {install_command()}"
     except Exception as error:  # a broken install (two CuPy packages, a missing library) fails otherwise
-        return False, f"CuPy is installed but does not import ({_first_line(error)})"
+        return False, f"CuPy is installed but does not import ({first_line(error)})"
 
     cupy_version = f"CuPy {cupy.__version__}"
     try:
         driver, runtime = _driver_and_runtime(cupy)
     except Exception as error:
-        return False, f"{cupy_version} cannot ask the CUDA runtime for versions ({_first_line(error)})"
+        return False, f"{cupy_version} cannot ask the CUDA runtime for versions ({first_line(error)})"
     cuda_major, driver_major = runtime // 1000, driver // 1000
-    cupy_text = f"{cupy_version} (built for CUDA {_cuda_version(runtime)})"
+    cupy_text = f"{cupy_version} (built for CUDA {cuda_version(runtime)})"
 
     try:
         count = _device_count(cupy)
@@ -140,27 +141,27 @@ def probe() -> tuple[bool, str]:
             if driver_major in EXTRAS_CUDA_MAJORS:
                 remedy += (f", or use CuPy for CUDA {driver_major}: pip uninstall cupy-cuda{cuda_major}x; "
                            f"{install_command(driver_major)}")
-            return False, (f"the NVIDIA driver supports CUDA {_cuda_version(driver)}, older than "
-                           f"the CUDA {_cuda_version(runtime)} of {cupy_version}: {remedy}")
-        return False, f"no usable CUDA device ({_first_line(error)}); {cupy_text}"
+            return False, (f"the NVIDIA driver supports CUDA {cuda_version(driver)}, older than "
+                           f"the CUDA {cuda_version(runtime)} of {cupy_version}: {remedy}")
+        return False, f"no usable CUDA device ({first_line(error)}); {cupy_text}"
     if count == 0:
-        return False, f"no CUDA device found (driver for CUDA {_cuda_version(driver)}); {cupy_text}"
+        return False, f"no CUDA device found (driver for CUDA {cuda_version(driver)}); {cupy_text}"
 
     nvrtc_missing = (f"{cupy_text} cannot load NVRTC, the CUDA compiler of our kernels ({{}}); "
                      f"install it with: {install_command(cuda_major)}")
     try:
         nvrtc = _nvrtc_version(cupy)
     except Exception as error:
-        return False, nvrtc_missing.format(_first_line(error))
+        return False, nvrtc_missing.format(first_line(error))
     try:
         device = _device_name(cupy)
     except Exception as error:
-        return False, f"the CUDA device does not answer ({_first_line(error)}); {cupy_text}"
+        return False, f"the CUDA device does not answer ({first_line(error)}); {cupy_text}"
     try:
         _run_test_kernel()
     except Exception as error:
         if _mentions_nvrtc(error):
-            return False, nvrtc_missing.format(_first_line(error))
-        return False, f"a test kernel failed on {device}: {_first_line(error)}"
-    return True, (f"{device}, driver for CUDA {_cuda_version(driver)}, {cupy_text}, "
+            return False, nvrtc_missing.format(first_line(error))
+        return False, f"a test kernel failed on {device}: {first_line(error)}"
+    return True, (f"{device}, driver for CUDA {cuda_version(driver)}, {cupy_text}, "
                   f"NVRTC {nvrtc[0]}.{nvrtc[1]}")
