@@ -246,6 +246,8 @@ class CPUBackend(Backend):
         return y, argmax
 
     def max_pool2d_backward(self, dy, argmax, geom: PoolGeometry):
+        """See ``Backend``. The kernel drops (and counts) any argmax outside the input plane, so an
+        argmax from elsewhere cannot write out of bounds; this raises ValueError if there was one."""
         dtype = self.check_operands("max_pool2d_backward", {"dy": (dy, geom.y_shape)})
         if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 or argmax.shape != geom.y_shape:
             raise TypeError(
@@ -253,14 +255,13 @@ class CPUBackend(Backend):
                 f"(from max_pool2d_forward), got {getattr(argmax, 'dtype', type(argmax).__name__)} "
                 f"{getattr(argmax, 'shape', '')}"
             )
-        HW = geom.H * geom.W
-        if argmax.min() < 0 or argmax.max() >= HW:
-            # The kernel scatters to argmax unchecked; an index from elsewhere must not write out of bounds.
-            raise ValueError(f"max_pool2d_backward: argmax holds indices outside [0, {HW}) of the "
-                             f"{geom.H}x{geom.W} input plane")
         dx = np.empty(geom.x_shape, dtype)
-        _Chunks.balanced(geom.N).slices(kern.max_pool2d_backward, np.ascontiguousarray(dy),
-                                        np.ascontiguousarray(argmax), dx)
+        outside = []
+        _Chunks.balanced(geom.N).slices(lambda *a: outside.append(kern.max_pool2d_backward(*a)),
+                                        np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx)
+        if sum(outside):
+            raise ValueError(f"max_pool2d_backward: argmax holds indices outside [0, {geom.H * geom.W}) "
+                             f"of the {geom.H}x{geom.W} input plane")
         return dx
 
     def avg_pool2d_forward(self, x, geom: PoolGeometry):
