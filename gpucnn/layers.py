@@ -405,15 +405,14 @@ class ReLU(Layer):
         self.guided = False
 
     def forward(self, x, training=True):
-        self._cache = x > 0
-        return x * self._cache
+        y = self.backend.relu_forward(x)
+        self._cache = y  # y > 0 exactly where x > 0: the output is the mask, no array of its own
+        return y
 
     def backward(self, dy):
-        positive = self._saved()
-        self._check_dy(dy, positive.shape)
-        if self.guided:
-            return dy * (positive & (dy > 0))
-        return dy * positive
+        y = self._saved()
+        self._check_dy(dy, y.shape)
+        return self.backend.relu_backward(dy, y, guided=self.guided)
 
 
 @register
@@ -499,10 +498,9 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._cache = (None, x.shape)  # the identity
             return x
-        keep = self.rng.keep_mask(self.backend.xp, x.shape, self.p)
-        scale = (keep / (1.0 - self.p)).astype(x.dtype)
+        y, scale = self.backend.dropout_forward(x, self.rng, self.p)
         self._cache = (scale, x.shape)
-        return x * scale
+        return y
 
     def backward(self, dy):
         scale, shape = self._saved()

@@ -48,7 +48,9 @@ def host_array(a) -> np.ndarray:
 class Backend:
     """Base class of the ``cpu``, ``cuda`` and ``cuda-emu`` backends.
 
-    Subclasses set ``name`` and ``xp`` and implement the seven ops. Arrays given
+    Subclasses set ``name`` and ``xp`` and implement the seven ops; the
+    elementwise ops (ReLU, Dropout) have defaults written in ``xp`` that a
+    backend may override with kernels of its own. Arrays given
     to the ops are C-contiguous, of one floating dtype (float32, or float64 on
     the backends that support it), and live where ``xp`` puts them.
     """
@@ -161,3 +163,36 @@ class Backend:
     def avg_pool2d_backward(self, dy, geom: PoolGeometry):
         """dy (N, C, P, Q) -> dx (N, C, H, W): each window spreads dy/(R*S) over its cells."""
         raise NotImplementedError(f"{self.name} backend does not implement avg_pool2d_backward")
+
+    # --- elementwise ------------------------------------------------------
+    # Written in ``xp``: the cuda backends run these as they are, the cpu backend
+    # overrides them with threaded kernels that compute the same values.
+
+    def relu_forward(self, x):
+        """y = x * (x > 0) (max(x, 0), NaN kept): x (any shape) -> y (same shape and dtype).
+
+        ``y > 0`` exactly where ``x > 0``, so ``y`` is all that ``relu_backward`` needs.
+        """
+        return x * (x > 0)
+
+    def relu_backward(self, dy, y, guided: bool = False):
+        """dx = dy * (y > 0), with ``guided`` also * (dy > 0): dy, y (same shape) -> dx (dy's shape).
+
+        ``y`` is ``relu_forward``'s output; guided backpropagation drops negative gradients too.
+        """
+        positive = y > 0
+        if guided:
+            positive &= dy > 0
+        return dy * positive
+
+    def dropout_forward(self, x, rng, p: float):
+        """Inverted dropout: x (any shape) -> (y, scale), both of x's shape and dtype.
+
+        ``scale`` is 1/(1-p) where ``rng.keep_mask`` (a ``CounterRNG``, whose next
+        draw this takes) keeps the element, else 0; y = x * scale, and the
+        backward is dy * scale. Every backend draws the same mask for the same
+        stream, so the same seed gives the same training on all of them.
+        """
+        keep = rng.keep_mask(self.xp, x.shape, p)
+        scale = (keep / (1.0 - p)).astype(x.dtype)
+        return x * scale, scale

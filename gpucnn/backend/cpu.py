@@ -32,6 +32,7 @@ import threading
 
 import numpy as np
 
+from . import counter_rng
 from . import cpu_kernels as kern
 from . import cpu_pool
 from .base import Backend, check_conv_activation
@@ -56,6 +57,13 @@ ITEMS_PER_THREAD = 4
 # Measured (CPU time, one thread, batch 64 (R2: 16), per-chunk / per-image):
 # L2 (P*Q = 64) 0.86; D2 and R2 (196) 1.02 and 0.96; J2 (400) 1.04, D1 (784) 1.80.
 MIN_FILTER_GEMM_DEPTH = 256
+
+
+# Elements per work item of the elementwise ops (ReLU, Dropout): large enough that
+# handing out an item (a few microseconds of Python) is small against its pass
+# over memory, small enough that a (128, 32, 28, 28) batch makes dozens of items
+# for the threads to share. Elementwise results do not depend on the split.
+ELEMENTWISE_ITEM = 2**16
 
 
 def _filter_strategy(geom: ConvGeometry) -> str:
@@ -139,6 +147,10 @@ class _Chunks:
                 work(i, range(i * self.size, min(self.batch, (i + 1) * self.size)))
 
         cpu_pool.parallel(self.count, task)
+
+    def spans(self, kernel, *args) -> None:
+        """``kernel(*args, start, stop)`` for every chunk: an elementwise kernel on its span of flat arrays."""
+        self.run(lambda chunk, items: kernel(*args, items.start, items.stop))
 
     def slices(self, kernel, *arrays) -> None:
         """``kernel(*(a[images] for a in arrays))`` for every chunk: a per-image kernel on the
@@ -279,3 +291,40 @@ class CPUBackend(Backend):
         _Chunks.balanced(geom.N).slices(lambda dys, dxs: kern.avg_pool2d_backward(dys, *args, dxs),
                                         np.ascontiguousarray(dy), dx)
         return dx
+
+    # --- elementwise ------------------------------------------------------
+
+    def _float_arrays(self, *arrays) -> bool:
+        """Whether the arrays are NumPy arrays of one float dtype and one shape (what the kernels take);
+        anything else goes to the ``xp`` defaults, which serve every dtype as before."""
+        first = arrays[0]
+        return all(isinstance(a, np.ndarray) and a.dtype == first.dtype and a.shape == first.shape
+                   for a in arrays) and first.dtype in self.float_dtypes
+
+    def relu_forward(self, x):
+        if not self._float_arrays(x):
+            return super().relu_forward(x)
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        _Chunks(x.size, ELEMENTWISE_ITEM).spans(kern.relu_forward, x.reshape(-1), y.reshape(-1))
+        return y
+
+    def relu_backward(self, dy, y, guided: bool = False):
+        if not self._float_arrays(dy, y):
+            return super().relu_backward(dy, y, guided)
+        dy, y = np.ascontiguousarray(dy), np.ascontiguousarray(y)
+        dx = np.empty_like(dy)
+        _Chunks(dy.size, ELEMENTWISE_ITEM).spans(kern.relu_backward, dy.reshape(-1), y.reshape(-1),
+                                                 dx.reshape(-1), bool(guided))
+        return dx
+
+    def dropout_forward(self, x, rng, p: float):
+        if not self._float_arrays(x):
+            return super().dropout_forward(x, rng, p)
+        x = np.ascontiguousarray(x)
+        stream, key1 = rng.next_stream(x.size)
+        y, scale = np.empty_like(x), np.empty_like(x)
+        kept = x.dtype.type(1.0 / (1.0 - p))  # as the default's float64 division cast to x's dtype
+        _Chunks(x.size, ELEMENTWISE_ITEM).spans(counter_rng.keep_and_scale, x.reshape(-1), y.reshape(-1),
+                                                scale.reshape(-1), stream, key1, counter_rng.keep_threshold(p), kept)
+        return y, scale
