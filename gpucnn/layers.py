@@ -285,7 +285,7 @@ class Dense(_Parametric):
     def forward(self, x, training=True):
         self._check_input(x.shape)
         self._cache = x
-        y = x @ self.params["W"].T
+        y = self.backend.matmul(x, self.params["W"].T)
         if self.use_bias:
             y += self.params["b"]
         return y
@@ -293,10 +293,10 @@ class Dense(_Parametric):
     def backward(self, dy):
         x = self._saved()
         self._check_dy(dy, (x.shape[0], self.out_features))
-        self.grads["W"] += dy.T @ x
+        self.grads["W"] += self.backend.matmul(dy.T, x)
         if self.use_bias:
             self.grads["b"] += dy.sum(axis=0)
-        return dy @ self.params["W"]
+        return self.backend.matmul(dy, self.params["W"])
 
 
 class _Pool2D(Layer):

@@ -164,6 +164,13 @@ class Backend:
         """dy (N, C, P, Q) -> dx (N, C, H, W): each window spreads dy/(R*S) over its cells."""
         raise NotImplementedError(f"{self.name} backend does not implement avg_pool2d_backward")
 
+    # --- dense ------------------------------------------------------------
+
+    def matmul(self, a, b):
+        """a (M, K) @ b (K, N) -> (M, N): the Dense layer's GEMMs (``xp.matmul`` here; either
+        operand may be a transposed view)."""
+        return a @ b
+
     # --- elementwise ------------------------------------------------------
     # Written in ``xp``: the cuda backends run these as they are, the cpu backend
     # overrides them with threaded kernels that compute the same values.
