@@ -17,6 +17,7 @@ from gpucnn.backend.geometry import PoolGeometry
 from reference import max_pool2d_backward_ref, max_pool2d_forward_ref
 from test_cpu_threads import pool_threads  # noqa: F401 (a fixture)
 from test_device_loop import python_bits
+from test_ops import run_bounds_checked
 
 DTYPES = [np.float32, np.float64]
 # 1, 7 and 1001 elements: below one item, and ragged against the small items set below
@@ -172,3 +173,35 @@ def test_matmul_blocks_match_numpy_and_do_not_depend_on_threads(cpu, rng, pool_t
 def test_matmul_names_operands_that_do_not_chain(cpu):
     with pytest.raises(ValueError, match=r"matmul: a \(3, 4\) and b \(5, 2\)"):
         cpu.matmul(np.zeros((3, 4), np.float32), np.zeros((5, 2), np.float32))
+
+
+BOUNDS_SCRIPT = """
+import numpy as np
+import gpucnn as gc
+import gpucnn.backend.cpu as cpu_module
+from gpucnn.backend.counter_rng import CounterRNG
+from gpucnn.backend.geometry import PoolGeometry
+from test_cpu_layer_kernels import POOL_CASES, SHAPES
+
+cpu = gc.get_backend("cpu")
+rng = np.random.default_rng(0)
+cpu_module.ELEMENTWISE_ITEM = 64
+for shape in SHAPES:
+    x, dy = rng.standard_normal(shape, np.float32), rng.standard_normal(shape, np.float32)
+    y = cpu.relu_forward(x)
+    cpu.relu_backward(dy, y, guided=False)
+    cpu.relu_backward(dy, y, guided=True)
+    cpu.dropout_forward(x, CounterRNG(rng), 0.5)
+for x_shape, kernel, stride, padding in POOL_CASES:
+    g = PoolGeometry.from_shape(x_shape, kernel, stride, padding)
+    x, dy = rng.standard_normal(x_shape, np.float32), rng.standard_normal(g.y_shape, np.float32)
+    x[0, 0, 0, 0] = np.nan  # the NaN rerun too
+    y, argmax = cpu.max_pool2d_forward(x, g)
+    cpu.max_pool2d_backward(dy, argmax, g)
+print("in bounds")
+"""
+
+
+def test_cpu_layer_kernels_stay_in_bounds(tmp_path):
+    """The kernels above compiled with Numba's bounds checking (see ``test_cpu_kernels_stay_in_bounds``)."""
+    run_bounds_checked(BOUNDS_SCRIPT, tmp_path)

@@ -346,12 +346,17 @@ def test_cpu_kernels_stay_in_bounds(tmp_path):
     calling thread it is not. A fresh cache directory keeps the checked build
     apart from the normal one.
     """
+    run_bounds_checked(BOUNDS_SCRIPT, tmp_path)
+
+
+def run_bounds_checked(script: str, tmp_path) -> None:
+    """Run ``script`` (which prints "in bounds" at its end) in a fresh Python with NUMBA_BOUNDSCHECK=1."""
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_NUM_THREADS="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
                PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0 and "in bounds" in done.stdout, done.stderr[-3000:]
