@@ -124,7 +124,7 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("fill", ["random", "ties", "nans"])
+@pytest.mark.parametrize("fill", ["random", "ties", "nans", "infs"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
 def test_max_pool2d_paths_match_loop_reference(cpu, rng, pool_threads, case, dtype, fill, threads):
@@ -138,6 +138,9 @@ def test_max_pool2d_paths_match_loop_reference(cpu, rng, pool_threads, case, dty
     if fill == "nans":  # some planes with NaNs, some without
         x[0, 1, 1:3, 2] = np.nan
         x[2, 0, 4, :] = np.nan
+    if fill == "infs":  # inf and -inf in one window: the 2x2 path's NaN alarm rings, for nothing
+        x[1, 1, 2, 2:4] = [np.inf, -np.inf]
+        x[2, 0, 0, 0], x[2, 0, 1, 1] = -np.inf, np.inf
     dy = rng.standard_normal(geom.y_shape).astype(dtype)
 
     y, argmax = cpu.max_pool2d_forward(x, geom)
