@@ -427,14 +427,13 @@ class LeakyReLU(Layer):
         return dict(negative_slope=self.negative_slope)
 
     def forward(self, x, training=True):
-        slope = self.backend.xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
-        self._cache = slope
-        return x * slope
+        self._cache = x  # the slopes follow from x's signs: x takes the place an array of slopes took
+        return self.backend.leaky_relu_forward(x, self.negative_slope)
 
     def backward(self, dy):
-        slope = self._saved()
-        self._check_dy(dy, slope.shape)
-        return dy * slope
+        x = self._saved()
+        self._check_dy(dy, x.shape)
+        return self.backend.leaky_relu_backward(dy, x, self.negative_slope)
 
 
 @register

@@ -1,4 +1,4 @@
-"""The cpu backend's kernels for the layers around the convolutions: ReLU, Dropout, max-pooling, Dense.
+"""The cpu backend's kernels for the layers around the convolutions: (Leaky)ReLU, Dropout, max-pooling, Dense.
 
 Each is checked against an independent reference (a float64 NumPy expression,
 the NumPy loop references of ``reference.py``, the Python-integer hash) and
@@ -77,6 +77,27 @@ def test_relu_layer_on_cpu_equals_the_xp_default(cpu, rng, small_items, guided):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(np.signbit(y), np.signbit(y_ref))
     np.testing.assert_array_equal(layer.backward(dy), default.relu_backward(dy, y_ref, guided))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_leaky_relu_matches_numpy_reference_and_the_xp_default(cpu, rng, pool_threads, small_items, shape, dtype,
+                                                               threads):
+    pool_threads(threads)
+    slope = 0.1
+    x = with_nans(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    slopes = np.where(x64 > 0, 1.0, np.float64(dtype(slope)))
+
+    y = cpu.leaky_relu_forward(x, slope)
+    dx = cpu.leaky_relu_backward(dy, x, slope)
+    assert y.dtype == dx.dtype == dtype
+    np.testing.assert_allclose(y, x64 * slopes, rtol=1e-6 if dtype == np.float32 else 1e-15)  # NaN == NaN
+    np.testing.assert_allclose(dx, dy64 * slopes, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_array_equal(y, Backend().leaky_relu_forward(x, slope))
+    np.testing.assert_array_equal(dx, Backend().leaky_relu_backward(dy, x, slope))
 
 
 # --- Dropout -----------------------------------------------------------------------------------------
@@ -194,6 +215,7 @@ for shape in SHAPES:
     y = cpu.relu_forward(x)
     cpu.relu_backward(dy, y, guided=False)
     cpu.relu_backward(dy, y, guided=True)
+    cpu.leaky_relu_backward(dy, cpu.leaky_relu_forward(x, 0.1), 0.1)
     cpu.dropout_forward(x, CounterRNG(rng), 0.5)
 for x_shape, kernel, stride, padding in POOL_CASES:
     g = PoolGeometry.from_shape(x_shape, kernel, stride, padding)

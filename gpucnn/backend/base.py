@@ -192,6 +192,18 @@ class Backend:
             positive &= dy > 0
         return dy * positive
 
+    def leaky_relu_forward(self, x, negative_slope: float):
+        """y = x * (1 if x > 0 else negative_slope): x (any shape) -> y (same shape and dtype)."""
+        return x * self._leaky_slopes(x, negative_slope)
+
+    def leaky_relu_backward(self, dy, x, negative_slope: float):
+        """dx = dy * (1 if x > 0 else negative_slope): dy, x (the forward's input, same shape) -> dx."""
+        return dy * self._leaky_slopes(x, negative_slope)
+
+    def _leaky_slopes(self, x, negative_slope: float):
+        """The slope of LeakyReLU at each element of x, in x's dtype."""
+        return self.xp.where(x > 0, x.dtype.type(1), x.dtype.type(negative_slope))
+
     def dropout_forward(self, x, rng, p: float):
         """Inverted dropout: x (any shape) -> (y, scale), both of x's shape and dtype.
 

@@ -352,6 +352,24 @@ class CPUBackend(Backend):
                                                  dx.reshape(-1), bool(guided))
         return dx
 
+    def leaky_relu_forward(self, x, negative_slope: float):
+        if not self._float_arrays(x):
+            return super().leaky_relu_forward(x, negative_slope)
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        _Chunks(x.size, ELEMENTWISE_ITEM).spans(kern.leaky_relu_forward, x.reshape(-1), y.reshape(-1),
+                                                x.dtype.type(negative_slope))
+        return y
+
+    def leaky_relu_backward(self, dy, x, negative_slope: float):
+        if not self._float_arrays(dy, x):
+            return super().leaky_relu_backward(dy, x, negative_slope)
+        dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
+        dx = np.empty_like(dy)
+        _Chunks(dy.size, ELEMENTWISE_ITEM).spans(kern.leaky_relu_backward, dy.reshape(-1), x.reshape(-1),
+                                                 dx.reshape(-1), dy.dtype.type(negative_slope))
+        return dx
+
     def dropout_forward(self, x, rng, p: float):
         if not self._float_arrays(x):
             return super().dropout_forward(x, rng, p)

@@ -372,3 +372,19 @@ def relu_backward(dy, y, dx, guided, start, stop):
     else:
         for i in range(uint64(start), uint64(stop)):
             dx[i] = dy[i] * (y[i] > 0)
+
+
+@njit(cache=True, nogil=True)
+def leaky_relu_forward(x, y, slope, start, stop):
+    """y[i] = x[i] if x[i] > 0 else x[i] * slope, for i in [start, stop): x, y (size,), slope of their dtype."""
+    for i in range(uint64(start), uint64(stop)):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+@njit(cache=True, nogil=True)
+def leaky_relu_backward(dy, x, dx, slope, start, stop):
+    """dx[i] = dy[i] if x[i] > 0 else dy[i] * slope, for i in [start, stop): all (size,)."""
+    for i in range(uint64(start), uint64(stop)):
+        g = dy[i]
+        dx[i] = g if x[i] > 0 else g * slope
