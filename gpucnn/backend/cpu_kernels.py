@@ -1,4 +1,6 @@
-"""Numba kernels of the ``cpu`` backend: the loops around the BLAS GEMMs, and pooling.
+"""Numba kernels of the ``cpu`` backend: the loops around the BLAS GEMMs, pooling and the activations.
+
+(Dropout's kernel lives in ``counter_rng.py``, beside the hash it computes.)
 
 Convolution runs as im2col + one GEMM per image (per chunk of images for
 some backward-filter shapes; see ``cpu.py``); the kernels here move data
