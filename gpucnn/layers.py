@@ -544,8 +544,7 @@ class BatchNorm2D(Layer):
         xp = self.backend.xp
         if training:
             m = x.shape[0] * x.shape[2] * x.shape[3]
-            mean = x.mean(axis=(0, 2, 3))
-            var = x.var(axis=(0, 2, 3))
+            mean, var = self.backend.batchnorm2d_moments(x)
             mom = self.momentum
             self.buffers["running_mean"] *= 1 - mom
             self.buffers["running_mean"] += mom * mean
@@ -554,20 +553,15 @@ class BatchNorm2D(Layer):
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = (x - mean[None, :, None, None].astype(x.dtype)) * inv_std[None, :, None, None]
+        y, x_hat = self.backend.batchnorm2d_normalize(x, mean, inv_std, self.params["gamma"], self.params["beta"])
         self._cache = (x_hat, inv_std, training)
-        return x_hat * self.params["gamma"][None, :, None, None] + self.params["beta"][None, :, None, None]
+        return y
 
     def backward(self, dy):
         x_hat, inv_std, training = self._saved()
         self._check_dy(dy, x_hat.shape)
-        self.grads["gamma"] += (dy * x_hat).sum(axis=(0, 2, 3))
-        self.grads["beta"] += dy.sum(axis=(0, 2, 3))
-        scale = (self.params["gamma"] * inv_std)[None, :, None, None]
-        if not training:  # the statistics are constants
-            return dy * scale
-        # The batch mean and variance depend on x too:
-        # dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
-        mean_dy = dy.mean(axis=(0, 2, 3), keepdims=True)
-        mean_dy_xhat = (dy * x_hat).mean(axis=(0, 2, 3), keepdims=True)
-        return scale * (dy - mean_dy - x_hat * mean_dy_xhat)
+        # With ``training`` the batch mean and variance depend on x too (see the backend's docstring).
+        dx, dgamma, dbeta = self.backend.batchnorm2d_backward(dy, x_hat, self.params["gamma"] * inv_std, training)
+        self.grads["gamma"] += dgamma
+        self.grads["beta"] += dbeta
+        return dx

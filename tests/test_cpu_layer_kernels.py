@@ -1,4 +1,5 @@
-"""The cpu backend's kernels for the layers around the convolutions: (Leaky)ReLU, Dropout, max-pooling, Dense.
+"""The cpu backend's kernels for the layers around the convolutions: (Leaky)ReLU, Dropout, max-pooling,
+BatchNorm2D, Dense.
 
 Each is checked against an independent reference (a float64 NumPy expression,
 the NumPy loop references of ``reference.py``, the Python-integer hash) and
@@ -174,6 +175,66 @@ def test_max_pool2d_paths_match_loop_reference(cpu, rng, pool_threads, case, dty
                                rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-6 if dtype == np.float32 else 0)
 
 
+# --- BatchNorm2D ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 3, 7, 9), (1, 2, 1, 1), (130, 4, 11, 13)], ids=str)
+def test_batchnorm_matches_float64_formulas_and_not_the_thread_count(cpu, rng, pool_threads, small_items,
+                                                                      shape, dtype):
+    """Training forward and backward against the formulas in float64, the same bits on one and two
+    threads; (130, 4, 11, 13) makes several items of planes with a ragged last one."""
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = (rng.random(shape[1]) + 0.5).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    eps = 1e-5
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    mean64, var64 = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+    inv_std64 = 1 / np.sqrt(var64 + eps)
+    per_channel = (None, slice(None), None, None)
+    x_hat64 = (x64 - mean64[per_channel]) * inv_std64[per_channel]
+    dgamma64, dbeta64 = (dy64 * x_hat64).sum(axis=(0, 2, 3)), dy64.sum(axis=(0, 2, 3))
+    m = x.size // shape[1]
+    dx64 = (gamma * inv_std64)[per_channel] * (dy64 - dbeta64[per_channel] / m - x_hat64 * dgamma64[per_channel] / m)
+
+    results = []
+    for threads in (1, 2):
+        pool_threads(threads)
+        mean, var = cpu.batchnorm2d_moments(x)
+        inv_std = (1 / np.sqrt(var + eps)).astype(dtype)
+        y, x_hat = cpu.batchnorm2d_normalize(x, mean, inv_std, gamma, beta)
+        dx, dgamma, dbeta = cpu.batchnorm2d_backward(dy, x_hat, gamma * inv_std, True)
+        results.append((mean, var, y, x_hat, dx, dgamma, dbeta))
+    for ours, theirs in zip(*results):
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(ours, theirs)
+    mean, var, y, x_hat, dx, dgamma, dbeta = results[0]
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mean, mean64, **tol)
+    np.testing.assert_allclose(var, var64, **tol)
+    np.testing.assert_allclose(x_hat, x_hat64, **tol)
+    np.testing.assert_allclose(y, x_hat64 * gamma[per_channel] + beta[per_channel], **tol)
+    np.testing.assert_allclose(dgamma, dgamma64, **tol)
+    np.testing.assert_allclose(dbeta, dbeta64, **tol)
+    np.testing.assert_allclose(dx, dx64, **tol)
+
+
+def test_batchnorm_layer_on_cpu_follows_the_xp_default(cpu, rng):
+    """Training and evaluation, forward and backward, within float32 rounding of the xp expressions."""
+    x = (rng.standard_normal((6, 3, 5, 5)) * 2 - 1).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    outputs = []
+    for use_default in (False, True):
+        layer = gc.BatchNorm2D(3)
+        layer.params["gamma"][...] = [0.5, 1.5, 2.0]
+        layer.params["beta"][...] = [0.1, -0.2, 0.3]
+        if use_default:
+            layer.backend = Backend()  # the xp expressions, on NumPy arrays
+        run = [layer.forward(x), layer.backward(dy), layer.forward(x, training=False), layer.backward(dy)]
+        outputs.append(run + [layer.grads["gamma"], layer.grads["beta"], layer.buffers["running_var"]])
+    for ours, default in zip(*outputs):
+        np.testing.assert_allclose(ours, default, rtol=1e-5, atol=1e-6)
+
+
 # --- Dense's matmul ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -216,6 +277,12 @@ for shape in SHAPES:
     cpu.relu_backward(dy, y, guided=False)
     cpu.relu_backward(dy, y, guided=True)
     cpu.leaky_relu_backward(dy, cpu.leaky_relu_forward(x, 0.1), 0.1)
+for shape in [(5, 3, 7, 9), (130, 4, 11, 13)]:
+    x, dy = rng.standard_normal(shape, np.float32), rng.standard_normal(shape, np.float32)
+    scale = np.ones(shape[1], np.float32)
+    mean, var = cpu.batchnorm2d_moments(x)
+    y, x_hat = cpu.batchnorm2d_normalize(x, mean, scale, scale, scale)
+    cpu.batchnorm2d_backward(dy, x_hat, scale, True)
     cpu.dropout_forward(x, CounterRNG(rng), 0.5)
 for x_shape, kernel, stride, padding in POOL_CASES:
     g = PoolGeometry.from_shape(x_shape, kernel, stride, padding)

@@ -171,6 +171,34 @@ class Backend:
         operand may be a transposed view)."""
         return a @ b
 
+    # --- batch normalisation (per channel of NCHW) ------------------------
+
+    def batchnorm2d_moments(self, x):
+        """x (N, C, H, W) -> (mean (C,), var (C,)) over N, H and W, the variance biased; x's dtype."""
+        return x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+
+    def batchnorm2d_normalize(self, x, mean, inv_std, gamma, beta):
+        """x (N, C, H, W) -> (y, x_hat), both (N, C, H, W): x_hat = (x - mean) * inv_std and
+        y = x_hat * gamma + beta, per channel (mean, inv_std, gamma, beta (C,))."""
+        x_hat = (x - mean[None, :, None, None].astype(x.dtype)) * inv_std[None, :, None, None]
+        return x_hat * gamma[None, :, None, None] + beta[None, :, None, None], x_hat
+
+    def batchnorm2d_backward(self, dy, x_hat, scale, training: bool):
+        """dy, x_hat (N, C, H, W), scale = gamma * inv_std (C,) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
+
+        With ``training`` the batch statistics depend on x too:
+        dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)), means per channel;
+        without, they are constants and dx = scale * dy.
+        """
+        dgamma = (dy * x_hat).sum(axis=(0, 2, 3))
+        dbeta = dy.sum(axis=(0, 2, 3))
+        scale = scale[None, :, None, None]
+        if not training:
+            return dy * scale, dgamma, dbeta
+        mean_dy = dy.mean(axis=(0, 2, 3), keepdims=True)
+        mean_dy_xhat = (dy * x_hat).mean(axis=(0, 2, 3), keepdims=True)
+        return scale * (dy - mean_dy - x_hat * mean_dy_xhat), dgamma, dbeta
+
     # --- elementwise ------------------------------------------------------
     # Written in ``xp``: the cuda backends run these as they are, the cpu backend
     # overrides them with threaded kernels that compute the same values.

@@ -327,6 +327,47 @@ class CPUBackend(Backend):
             lambda chunk, rows: np.matmul(a[rows.start:rows.stop], b, out=out[rows.start:rows.stop]))
         return out
 
+    # --- batch normalisation ----------------------------------------------
+    # Channel sums: one item per channel, summed by one thread (the result does not depend on
+    # the thread count); the elementwise passes: items of whole (n, c) planes.
+
+    @staticmethod
+    def _plane_chunks(x) -> "_Chunks":
+        """The (n, c) planes of NCHW ``x`` in items of about ``ELEMENTWISE_ITEM`` elements."""
+        plane = x.shape[2] * x.shape[3]
+        return _Chunks(x.shape[0] * x.shape[1], max(1, ELEMENTWISE_ITEM // max(1, plane)))
+
+    def batchnorm2d_moments(self, x):
+        if not (self._float_arrays(x) and x.ndim == 4):
+            return super().batchnorm2d_moments(x)
+        x = np.ascontiguousarray(x)
+        mean, var = np.empty(x.shape[1]), np.empty(x.shape[1])
+        _Chunks(x.shape[1], 1).spans(kern.channel_moments, x, mean, var)
+        return mean.astype(x.dtype), var.astype(x.dtype)
+
+    def batchnorm2d_normalize(self, x, mean, inv_std, gamma, beta):
+        if not (self._float_arrays(x) and x.ndim == 4 and self._float_arrays(inv_std, gamma, beta)
+                and gamma.dtype == x.dtype and isinstance(mean, np.ndarray)):
+            return super().batchnorm2d_normalize(x, mean, inv_std, gamma, beta)
+        x = np.ascontiguousarray(x)
+        x_hat, y = np.empty_like(x), np.empty_like(x)
+        self._plane_chunks(x).spans(kern.batchnorm_normalize, x, mean.astype(x.dtype), inv_std, gamma, beta, x_hat, y)
+        return y, x_hat
+
+    def batchnorm2d_backward(self, dy, x_hat, scale, training: bool):
+        if not (training and self._float_arrays(dy, x_hat) and dy.ndim == 4 and isinstance(scale, np.ndarray)
+                and scale.dtype == dy.dtype):
+            return super().batchnorm2d_backward(dy, x_hat, scale, training)
+        dy, x_hat = np.ascontiguousarray(dy), np.ascontiguousarray(x_hat)
+        C = dy.shape[1]
+        sum_dy, sum_dy_xhat = np.empty(C), np.empty(C)
+        _Chunks(C, 1).spans(kern.channel_grad_sums, dy, x_hat, sum_dy, sum_dy_xhat)
+        m = dy.size // C
+        dx = np.empty_like(dy)
+        self._plane_chunks(dy).spans(kern.batchnorm_backward_data, dy, x_hat, scale,
+                                     (sum_dy / m).astype(dy.dtype), (sum_dy_xhat / m).astype(dy.dtype), dx)
+        return dx, sum_dy_xhat.astype(dy.dtype), sum_dy.astype(dy.dtype)
+
     # --- elementwise ------------------------------------------------------
 
     def _float_arrays(self, *arrays) -> bool:

@@ -390,3 +390,96 @@ def leaky_relu_backward(dy, x, dx, slope, start, stop):
     for i in range(uint64(start), uint64(stop)):
         g = dy[i]
         dx[i] = g if x[i] > 0 else g * slope
+
+
+# --- batch normalisation: channels [c0, c1) or (n, c) planes [p0, p1) of NCHW arrays ------------
+# The per-channel sums run in float64 with ``reassoc`` (LLVM may reorder the
+# additions, so it vectorises them; one thread sums a whole channel, so the
+# result does not depend on the thread count). float32 x (128, 32, 28, 28),
+# one thread: mean and variance 0.9 ms against 4.6 ms for NumPy's.
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def channel_moments(x, mean, var, c0, c1):
+    """mean[c], var[c] (biased) of x[:, c] over N, H, W, for c in [c0, c1): x (N, C, H, W) -> (C,), (C,).
+
+    Two passes (the sum, then the squared deviations from the mean); the
+    second reads the channel from the cache the first brought it into.
+    """
+    N, C, H, W = x.shape
+    HW = uint64(H * W)
+    xf = x.ravel()
+    for c in range(c0, c1):
+        total = 0.0
+        for n in range(N):
+            plane0 = uint64(n * C + c) * HW
+            for i in range(plane0, plane0 + HW):
+                total += xf[i]
+        mu = total / (N * HW)
+        squares = 0.0
+        for n in range(N):
+            plane0 = uint64(n * C + c) * HW
+            for i in range(plane0, plane0 + HW):
+                d = xf[i] - mu
+                squares += d * d
+        mean[c] = mu
+        var[c] = squares / (N * HW)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def channel_grad_sums(dy, x_hat, sum_dy, sum_dy_xhat, c0, c1):
+    """sum_dy[c] = sum of dy[:, c], sum_dy_xhat[c] = sum of dy[:, c] * x_hat[:, c], for c in [c0, c1).
+
+    dy, x_hat (N, C, H, W) -> (C,), (C,); each product rounded to the arrays' dtype, as NumPy's.
+    """
+    N, C, H, W = dy.shape
+    HW = uint64(H * W)
+    dyf, xf = dy.ravel(), x_hat.ravel()
+    for c in range(c0, c1):
+        s, sx = 0.0, 0.0
+        for n in range(N):
+            plane0 = uint64(n * C + c) * HW
+            for i in range(plane0, plane0 + HW):
+                g = dyf[i]
+                s += g
+                sx += g * xf[i]
+        sum_dy[c] = s
+        sum_dy_xhat[c] = sx
+
+
+@njit(cache=True, nogil=True)
+def batchnorm_normalize(x, mean, inv_std, gamma, beta, x_hat, y, p0, p1):
+    """x_hat = (x - mean[c]) * inv_std[c], y = x_hat * gamma[c] + beta[c] on planes [p0, p1).
+
+    x, x_hat, y (N, C, H, W); mean, inv_std, gamma, beta (C,), all of one dtype;
+    the operations in the order of ``Backend.batchnorm2d_normalize``'s, so
+    each element rounds as NumPy rounds it there.
+    """
+    C = x.shape[1]
+    HW = uint64(x.shape[2] * x.shape[3])
+    xf, hf, yf = x.ravel(), x_hat.ravel(), y.ravel()
+    for plane in range(p0, p1):
+        c = plane % C
+        mu, s, g, b = mean[c], inv_std[c], gamma[c], beta[c]
+        plane0 = uint64(plane) * HW
+        for i in range(plane0, plane0 + HW):
+            h = (xf[i] - mu) * s
+            hf[i] = h
+            yf[i] = h * g + b
+
+
+@njit(cache=True, nogil=True)
+def batchnorm_backward_data(dy, x_hat, scale, mean_dy, mean_dy_xhat, dx, p0, p1):
+    """dx = scale[c] * (dy - mean_dy[c] - x_hat * mean_dy_xhat[c]) on planes [p0, p1).
+
+    dy, x_hat, dx (N, C, H, W); scale, mean_dy, mean_dy_xhat (C,), one dtype;
+    the operations in ``Backend.batchnorm2d_backward``'s order.
+    """
+    C = dy.shape[1]
+    HW = uint64(dy.shape[2] * dy.shape[3])
+    dyf, hf, dxf = dy.ravel(), x_hat.ravel(), dx.ravel()
+    for plane in range(p0, p1):
+        c = plane % C
+        s, m, mx = scale[c], mean_dy[c], mean_dy_xhat[c]
+        plane0 = uint64(plane) * HW
+        for i in range(plane0, plane0 + HW):
+            dxf[i] = s * ((dyf[i] - m) - hf[i] * mx)
