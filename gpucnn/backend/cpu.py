@@ -28,13 +28,12 @@ order, so the result does not depend on which thread ran what.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from . import counter_rng
 from . import cpu_kernels as kern
 from . import cpu_pool
+from .cpu_pool import thread_buffer as _thread_buffer
 from .base import Backend, check_conv_activation
 from .geometry import ConvGeometry, PoolGeometry
 
@@ -107,24 +106,6 @@ def _pool_args(geom: PoolGeometry):
     return (geom.R, geom.S, geom.stride[0], geom.stride[1], geom.pad[0], geom.pad[1])
 
 
-_scratch = threading.local()
-
-
-def _thread_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
-    """A C-contiguous ``shape`` view of this thread's buffer ``name``, grown (never shrunk) on demand.
-
-    Reused across calls: a training step calls every layer's convolution once
-    per step, and a fresh buffer per call would page-fault its way into memory
-    again. One buffer per name and thread, as large as the largest use so far.
-    """
-    buffers = _scratch.__dict__.setdefault("buffers", {})
-    size = int(np.prod(shape))
-    buf = buffers.get(name)
-    if buf is None or buf.dtype != dtype or buf.size < size:
-        buf = buffers[name] = np.empty(size, dtype)
-    return buf[:size].reshape(shape)
-
-
 def _column_buffer(rows: int, cols: int, dtype) -> np.ndarray:
     """This thread's (rows + 1, cols) column buffer whose last row is ones (the bias row)."""
     buf = _thread_buffer("col", (rows + 1, cols), dtype)
@@ -137,13 +118,8 @@ def _chunk_view(name: str, rows: int, images: range, PQ: int, dtype) -> np.ndarr
     return _thread_buffer(name, (rows, len(images) * PQ), dtype)
 
 
-class _Chunks:
-    """A batch of ``batch`` images cut into ``count`` chunks of ``size`` (the last may be shorter),
-    numbered from 0, for the backend's threads to share."""
-
-    def __init__(self, batch: int, size: int):
-        self.batch, self.size = batch, size
-        self.count = -(-batch // size)
+class _Chunks(cpu_pool.Chunks):
+    """``cpu_pool.Chunks`` sized for a convolution or for pooling."""
 
     @classmethod
     def for_conv(cls, geom: ConvGeometry, dtype) -> "_Chunks":
@@ -154,24 +130,6 @@ class _Chunks:
     def balanced(cls, batch: int) -> "_Chunks":
         """``ITEMS_PER_THREAD`` chunks per thread (pooling: no buffers to bound)."""
         return cls(batch, max(1, -(-batch // (ITEMS_PER_THREAD * cpu_pool.threads()))))
-
-    def run(self, work) -> None:
-        """Call ``work(chunk, images)`` for every chunk (``images`` a range), the chunks shared among
-        the backend's threads; each thread takes the next chunk when it is done with one."""
-        def task(items):
-            for i in items:
-                work(i, range(i * self.size, min(self.batch, (i + 1) * self.size)))
-
-        cpu_pool.parallel(self.count, task)
-
-    def spans(self, kernel, *args) -> None:
-        """``kernel(*args, start, stop)`` for every chunk: an elementwise kernel on its span of flat arrays."""
-        self.run(lambda chunk, items: kernel(*args, items.start, items.stop))
-
-    def slices(self, kernel, *arrays) -> None:
-        """``kernel(*(a[images] for a in arrays))`` for every chunk: a per-image kernel on the
-        chunk's slices (C-contiguous views of C-contiguous arrays)."""
-        self.run(lambda chunk, images: kernel(*(a[images.start:images.stop] for a in arrays)))
 
 
 class CPUBackend(Backend):

@@ -31,6 +31,8 @@ import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from ..cpu_threads import available_cores, get_threads
 
 # Whether threads() gives up the cores other work is running on (tests turn it off for a fixed count).
@@ -143,3 +145,50 @@ def parallel(count: int, task) -> list:
             if error is not None:
                 raise error
         return results + [f.result() for f in futures]
+
+
+# --- what the threads work on: chunks of a batch, and their own scratch buffers ---
+
+_scratch = threading.local()
+
+
+def thread_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A C-contiguous ``shape`` view of this thread's buffer ``name``, grown (never shrunk) on demand.
+
+    Reused across calls: a training step calls every layer's convolution once
+    per step, and a fresh buffer per call would page-fault its way into memory
+    again. One buffer per name and thread, as large as the largest use so far.
+    """
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    size = int(np.prod(shape))
+    buf = buffers.get(name)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = buffers[name] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
+
+
+class Chunks:
+    """A batch of ``batch`` images (or items) cut into ``count`` chunks of ``size`` (the last may be
+    shorter), numbered from 0, for the backend's threads to share."""
+
+    def __init__(self, batch: int, size: int):
+        self.batch, self.size = batch, size
+        self.count = -(-batch // size)
+
+    def run(self, work) -> None:
+        """Call ``work(chunk, images)`` for every chunk (``images`` a range), the chunks shared among
+        the backend's threads; each thread takes the next chunk when it is done with one."""
+        def task(items):
+            for i in items:
+                work(i, range(i * self.size, min(self.batch, (i + 1) * self.size)))
+
+        parallel(self.count, task)
+
+    def spans(self, kernel, *args) -> None:
+        """``kernel(*args, start, stop)`` for every chunk: an elementwise kernel on its span of flat arrays."""
+        self.run(lambda chunk, items: kernel(*args, items.start, items.stop))
+
+    def slices(self, kernel, *arrays) -> None:
+        """``kernel(*(a[images] for a in arrays))`` for every chunk: a per-image kernel on the
+        chunk's slices (C-contiguous views of C-contiguous arrays)."""
+        self.run(lambda chunk, images: kernel(*(a[images.start:images.stop] for a in arrays)))
