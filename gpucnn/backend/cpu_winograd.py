@@ -1,0 +1,359 @@
+"""Winograd F(2x2, 3x3) convolution on the CPU: 3x3 filters, stride 1, dilation 1, padding 0..2.
+
+The math (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016)
+------------------------------------------------------------------------------------
+The output is cut into 2x2 tiles; tile (ty, tx) covers outputs p = 2ty + {0, 1},
+q = 2tx + {0, 1} and reads the 4x4 input patch d whose corner is input cell
+(2ty - pad_h, 2tx - pad_w) (zero outside the image). With
+
+    B^T = [[1,  0, -1,  0],      G = [[1,    0,   0 ],      A^T = [[1, 1,  1,  0],
+           [0,  1,  1,  0],           [1/2,  1/2, 1/2],             [0, 1, -1, -1]]
+           [0, -1,  1,  0],           [1/2, -1/2, 1/2],
+           [0,  1,  0, -1]]           [0,    0,   1 ]]
+
+the 2x2 output tile of one filter g (3x3) is  y = A^T [(G g G^T) * (B^T d B)] A
+(``*`` elementwise), and over the channels the sum moves inside the brackets:
+with U[xi] = (G g[k, c] G^T)[xi] and V[xi] = (B^T d[c] B)[xi] for each of the
+16 positions xi of the 4x4 transformed tile,
+
+    M[xi] (K, tiles) = U[xi] (K, C) @ V[xi] (C, tiles),   y tile = A^T M A.
+
+Sixteen GEMMs of K x C x tiles replace one of K x 9C x 4*tiles: 2.25x fewer
+multiply-adds, and the GEMMs are BLAS's.
+
+Backward-data is the same convolution: dx[c, h, w] = sum_{k,r,s} dy[k, h+pad-r,
+w+pad-s] * w[k, c, r, s], i.e. dy (K channels) correlated with the filter
+flipped in r and s and transposed to (C, K, 3, 3), with padding 2 - pad (the
+input positions h reach output positions h + pad - 2 .. h + pad). So it runs
+through the forward routine, with U taken from the flipped, transposed filter.
+
+Backward-filter differentiates the forward's tile formula: sum over tiles of
+<dy_t, A^T (U * V_t) A> = <U, sum_t (A dy_t A^T) * V_t>, and U = G g G^T, so
+
+    dU[xi] (K, C) = sum over tiles of Z[xi] (K, tiles) @ V[xi]^T (tiles, C),
+    Z = A dy_t A^T (dy_t zero where the tile overhangs P, Q),   dW = G^T dU G.
+
+Ragged edges: a tile that overhangs the output (odd P or Q) reads zeros from
+beyond the image and its extra outputs are not written (forward) or have a zero
+gradient (backward-filter), so no special case reaches the GEMMs.
+
+Tiling and blocking
+-------------------
+The batch is cut into chunks of whole images (sized from the geometry alone, so
+the rounding does not depend on the thread count); a chunk's transformed input
+V (16, C, T) and GEMM result M (16, K, T), T = the chunk's tiles, are kept near
+``CHUNK_BYTES`` so they stay in the core's L2 cache between the input transform,
+the GEMMs and the output transform: no pass over a whole-batch buffer. The
+tile axis is the last (contiguous) one of V, M and Z, so the transforms' inner
+loops (over the tiles of a row) write and read 16 contiguous streams, and each
+GEMM's wide dimension is the tiles of all the chunk's images. Each plane is
+first copied into a zero-bordered scratch plane (in L1), so the transforms'
+inner loops carry no bounds checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, uint64
+
+from . import cpu_pool
+from .geometry import ConvGeometry
+
+# Bytes of a chunk's V and M (or Z) together: under the 2 MiB L2 of the
+# measured Xeon with room for U and the scratch planes.
+CHUNK_BYTES = 3 * 2**19
+# Chunks per batch at least, where the batch allows (as cpu.py's CONV_ITEMS_PER_BATCH).
+CHUNKS_PER_BATCH = 8
+
+# The transforms' matrices (as above); the filter-side ones run in float64 once per call.
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def applies(geom: ConvGeometry) -> bool:
+    """Whether ``geom`` is a convolution this module computes: 3x3, stride 1, dilation 1, padding 0..2."""
+    return ((geom.R, geom.S) == (3, 3) and geom.stride == (1, 1) and geom.dilation == (1, 1)
+            and all(0 <= p <= 2 for p in geom.pad))
+
+
+def _tiles(P: int, Q: int) -> tuple[int, int]:
+    """Tile rows and columns covering a P x Q output with 2x2 tiles."""
+    return -(-P // 2), -(-Q // 2)
+
+
+def _chunk_images(batch: int, per_image_bytes: int) -> int:
+    """Images per chunk: ``CHUNK_BYTES`` worth (one at least), ``CHUNKS_PER_BATCH`` chunks where possible."""
+    return max(1, min(batch, -(-batch // CHUNKS_PER_BATCH), CHUNK_BYTES // per_image_bytes))
+
+
+# --- Numba kernels: the tile transforms ------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _fill_plane(src, src0, H, W, top, left, plane):
+    """``plane`` (Hp, Wp) = zeros, with the H x W plane at ``src[src0:]`` (flat) copied in at (top, left).
+
+    Returns the float64 sum of the copied values (backward-filter's bias gradient).
+    """
+    Hp, Wp = plane.shape
+    pf = plane.ravel()
+    total = 0.0
+    for i in range(Hp * Wp):
+        pf[uint64(i)] = 0
+    for h in range(H):
+        dst = uint64((top + h) * Wp + left)
+        s = uint64(src0 + h * W)
+        for j in range(W):
+            v = src[s + uint64(j)]
+            pf[dst + uint64(j)] = v
+            total += v
+    return total
+
+
+@njit(cache=True, nogil=True)
+def input_transform(x, n0, ph, pw, TH, TW, plane, V):
+    """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch of tile (ty, tx), image n0+i.
+
+    x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, C, nb*TH*TW), nb images.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    T = V.shape[2]
+    nb = T // (TH * TW)
+    CT = C * T
+    xf = x.ravel()
+    vf = V.ravel()
+    Wp = plane.shape[1]
+    pf = plane.ravel()
+    for i in range(nb):
+        for c in range(C):
+            _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph, pw, plane)
+            for ty in range(TH):
+                out = uint64(c * T + (i * TH + ty) * TW)
+                for tx in range(TW):
+                    r0 = uint64(2 * ty * Wp + 2 * tx)
+                    r1 = r0 + uint64(Wp)
+                    r2 = r1 + uint64(Wp)
+                    r3 = r2 + uint64(Wp)
+                    # B^T d: rows 0-2, 1+2, 2-1, 1-3 (per column j)
+                    a0 = pf[r0] - pf[r2]
+                    a1 = pf[r0 + uint64(1)] - pf[r2 + uint64(1)]
+                    a2 = pf[r0 + uint64(2)] - pf[r2 + uint64(2)]
+                    a3 = pf[r0 + uint64(3)] - pf[r2 + uint64(3)]
+                    b0 = pf[r1] + pf[r2]
+                    b1 = pf[r1 + uint64(1)] + pf[r2 + uint64(1)]
+                    b2 = pf[r1 + uint64(2)] + pf[r2 + uint64(2)]
+                    b3 = pf[r1 + uint64(3)] + pf[r2 + uint64(3)]
+                    e0 = pf[r2] - pf[r1]
+                    e1 = pf[r2 + uint64(1)] - pf[r1 + uint64(1)]
+                    e2 = pf[r2 + uint64(2)] - pf[r1 + uint64(2)]
+                    e3 = pf[r2 + uint64(3)] - pf[r1 + uint64(3)]
+                    f0 = pf[r1] - pf[r3]
+                    f1 = pf[r1 + uint64(1)] - pf[r3 + uint64(1)]
+                    f2 = pf[r1 + uint64(2)] - pf[r3 + uint64(2)]
+                    f3 = pf[r1 + uint64(3)] - pf[r3 + uint64(3)]
+                    # (.) B: the same combinations of columns
+                    o = out + uint64(tx)
+                    vf[o] = a0 - a2
+                    vf[o + uint64(CT)] = a1 + a2
+                    vf[o + uint64(2 * CT)] = a2 - a1
+                    vf[o + uint64(3 * CT)] = a1 - a3
+                    vf[o + uint64(4 * CT)] = b0 - b2
+                    vf[o + uint64(5 * CT)] = b1 + b2
+                    vf[o + uint64(6 * CT)] = b2 - b1
+                    vf[o + uint64(7 * CT)] = b1 - b3
+                    vf[o + uint64(8 * CT)] = e0 - e2
+                    vf[o + uint64(9 * CT)] = e1 + e2
+                    vf[o + uint64(10 * CT)] = e2 - e1
+                    vf[o + uint64(11 * CT)] = e1 - e3
+                    vf[o + uint64(12 * CT)] = f0 - f2
+                    vf[o + uint64(13 * CT)] = f1 + f2
+                    vf[o + uint64(14 * CT)] = f2 - f1
+                    vf[o + uint64(15 * CT)] = f1 - f3
+
+
+@njit(cache=True, nogil=True)
+def output_transform(M, n0, TH, TW, bias, relu, y):
+    """y[n0+i, k, 2ty:2ty+2, 2tx:2tx+2] = A^T M[:, k, tile] A + bias[k] (then max(., 0) if ``relu``).
+
+    M (16, K, nb*TH*TW); bias (K,); y (N, K, P, Q): only the outputs inside P x Q are written.
+    """
+    K, T = M.shape[1], M.shape[2]
+    P, Q = y.shape[2], y.shape[3]
+    nb = T // (TH * TW)
+    KT = K * T
+    mf = M.ravel()
+    yf = y.ravel()
+    full_tx = Q // 2
+    zero = np.zeros(1, y.dtype)[0]
+    for i in range(nb):
+        for k in range(K):
+            b = bias[k]
+            plane0 = ((n0 + i) * K + k) * P * Q
+            for ty in range(TH):
+                src = uint64(k * T + (i * TH + ty) * TW)
+                row0 = uint64(plane0 + 2 * ty * Q)
+                second_row = 2 * ty + 1 < P
+                for tx in range(TW):
+                    o = src + uint64(tx)
+                    # A^T m: rows 0+1+2 and 1-2-3 (per column j)
+                    s0 = mf[o] + mf[o + uint64(4 * KT)] + mf[o + uint64(8 * KT)]
+                    s1 = mf[o + uint64(KT)] + mf[o + uint64(5 * KT)] + mf[o + uint64(9 * KT)]
+                    s2 = mf[o + uint64(2 * KT)] + mf[o + uint64(6 * KT)] + mf[o + uint64(10 * KT)]
+                    s3 = mf[o + uint64(3 * KT)] + mf[o + uint64(7 * KT)] + mf[o + uint64(11 * KT)]
+                    t0 = mf[o + uint64(4 * KT)] - mf[o + uint64(8 * KT)] - mf[o + uint64(12 * KT)]
+                    t1 = mf[o + uint64(5 * KT)] - mf[o + uint64(9 * KT)] - mf[o + uint64(13 * KT)]
+                    t2 = mf[o + uint64(6 * KT)] - mf[o + uint64(10 * KT)] - mf[o + uint64(14 * KT)]
+                    t3 = mf[o + uint64(7 * KT)] - mf[o + uint64(11 * KT)] - mf[o + uint64(15 * KT)]
+                    # (.) A: columns 0+1+2 and 1-2-3
+                    y00 = s0 + s1 + s2 + b
+                    y01 = s1 - s2 - s3 + b
+                    y10 = t0 + t1 + t2 + b
+                    y11 = t1 - t2 - t3 + b
+                    if relu:  # y < 0 -> 0 (a NaN stays NaN, as with np.maximum)
+                        y00 = zero if y00 < zero else y00
+                        y01 = zero if y01 < zero else y01
+                        y10 = zero if y10 < zero else y10
+                        y11 = zero if y11 < zero else y11
+                    d = row0 + uint64(2 * tx)
+                    yf[d] = y00
+                    if tx < full_tx:
+                        yf[d + uint64(1)] = y01
+                    if second_row:
+                        yf[d + uint64(Q)] = y10
+                        if tx < full_tx:
+                            yf[d + uint64(Q + 1)] = y11
+
+
+@njit(cache=True, nogil=True)
+def gradient_transform(dy, n0, TH, TW, plane, Z, db):
+    """Z[xi, k, tile] = (A dy_t A^T)[xi] of each 2x2 tile dy_t of dy[n0+i, k] (zero beyond P, Q);
+    adds the sum of each plane dy[n0+i, k] to db[k] (float64).
+
+    dy (N, K, P, Q); ``plane`` a (2*TH, 2*TW) scratch; Z (16, K, nb*TH*TW); db (K,) float64.
+    """
+    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
+    T = Z.shape[2]
+    nb = T // (TH * TW)
+    KT = K * T
+    gf = dy.ravel()
+    zf = Z.ravel()
+    Wp = plane.shape[1]
+    pf = plane.ravel()
+    for i in range(nb):
+        for k in range(K):
+            db[k] += _fill_plane(gf, ((n0 + i) * K + k) * P * Q, P, Q, 0, 0, plane)
+            for ty in range(TH):
+                out = uint64(k * T + (i * TH + ty) * TW)
+                for tx in range(TW):
+                    r0 = uint64(2 * ty * Wp + 2 * tx)
+                    r1 = r0 + uint64(Wp)
+                    g00, g01 = pf[r0], pf[r0 + uint64(1)]
+                    g10, g11 = pf[r1], pf[r1 + uint64(1)]
+                    # A g: rows g0, g0+g1, g0-g1, -g1 (g0, g1 the tile's rows)
+                    a0, a1 = g00, g01
+                    b0, b1 = g00 + g10, g01 + g11
+                    c0, c1 = g00 - g10, g01 - g11
+                    e0, e1 = -g10, -g11
+                    # (.) A^T: each row (u, v) -> (u, u+v, u-v, -v)
+                    o = out + uint64(tx)
+                    zf[o] = a0
+                    zf[o + uint64(KT)] = a0 + a1
+                    zf[o + uint64(2 * KT)] = a0 - a1
+                    zf[o + uint64(3 * KT)] = -a1
+                    zf[o + uint64(4 * KT)] = b0
+                    zf[o + uint64(5 * KT)] = b0 + b1
+                    zf[o + uint64(6 * KT)] = b0 - b1
+                    zf[o + uint64(7 * KT)] = -b1
+                    zf[o + uint64(8 * KT)] = c0
+                    zf[o + uint64(9 * KT)] = c0 + c1
+                    zf[o + uint64(10 * KT)] = c0 - c1
+                    zf[o + uint64(11 * KT)] = -c1
+                    zf[o + uint64(12 * KT)] = e0
+                    zf[o + uint64(13 * KT)] = e0 + e1
+                    zf[o + uint64(14 * KT)] = e0 - e1
+                    zf[o + uint64(15 * KT)] = -e1
+
+
+# --- the three ops ---------------------------------------------------------------
+
+def _filter_transform(w, dtype) -> np.ndarray:
+    """U (16, Cout, Cin) = (G w[o, i] G^T) of a (Cout, Cin, 3, 3) filter, in float64 then ``dtype``."""
+    cout, cin = w.shape[:2]
+    U = np.einsum("ar,oirs,bs->aboi", _G, np.asarray(w, np.float64), _G)
+    return np.ascontiguousarray(U.reshape(16, cout, cin), dtype=dtype)
+
+
+def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
+    """y = the 3x3 stride-1 convolution of x (N, Cin, H, W) by the filter whose transform is
+    U (16, Cout, Cin), padding ``pad`` (ph, pw), plus ``bias`` (Cout,), then ``activation``;
+    y has ``out_shape`` (N, Cout, P, Q)."""
+    N, cin, H, W = x.shape
+    cout, P, Q = out_shape[1:]
+    dtype = x.dtype
+    TH, TW = _tiles(P, Q)
+    tiles = TH * TW
+    size = _chunk_images(N, 16 * (cin + cout) * tiles * dtype.itemsize)
+    y = np.empty(out_shape, dtype)
+    relu = activation == "relu"
+
+    def work(chunk, images):
+        T = len(images) * tiles
+        V = cpu_pool.thread_buffer("winograd_V", (16, cin, T), dtype)
+        M = cpu_pool.thread_buffer("winograd_M", (16, cout, T), dtype)
+        plane = cpu_pool.thread_buffer("winograd_plane", (2 * TH + 2, 2 * TW + 2), dtype)
+        input_transform(x, images.start, pad[0], pad[1], TH, TW, plane, V)
+        np.matmul(U, V, out=M)
+        output_transform(M, images.start, TH, TW, bias, relu, y)
+
+    cpu_pool.Chunks(N, size).run(work)
+    return y
+
+
+def winograd_forward(x, w, b, geom: ConvGeometry, activation=None) -> np.ndarray:
+    """y = act(conv(x, w) + b) by Winograd F(2x2, 3x3).
+
+    x (N, C, H, W), w (K, C, 3, 3), b (K,) or None -> y (N, K, P, Q), all C-contiguous of one
+    dtype (float32 or float64); ``geom`` must satisfy ``applies``; activation None or "relu".
+    """
+    U = _filter_transform(w, x.dtype)
+    bias = np.zeros(geom.K, x.dtype) if b is None else np.ascontiguousarray(b)
+    return _convolve(x, U, bias, geom.pad, geom.y_shape, activation)
+
+
+def winograd_backward_data(dy, w, geom: ConvGeometry) -> np.ndarray:
+    """dx = d(sum y*dy)/dx by Winograd: the forward routine on dy with the flipped, transposed filter.
+
+    dy (N, K, P, Q), w (K, C, 3, 3) -> dx (N, C, H, W); ``geom`` must satisfy ``applies``.
+    """
+    U = _filter_transform(np.swapaxes(w, 0, 1)[:, :, ::-1, ::-1], dy.dtype)
+    pad = (2 - geom.pad[0], 2 - geom.pad[1])
+    return _convolve(dy, U, np.zeros(geom.C, dy.dtype), pad, geom.x_shape, None)
+
+
+def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(dw, db): the filter and bias gradients by Winograd F(2x2, 3x3).
+
+    dy (N, K, P, Q), x (N, C, H, W) -> dw (K, C, 3, 3) and db (K,) = dy summed over N, P, Q;
+    ``geom`` must satisfy ``applies``. Per-chunk partial sums are added in chunk order, so the
+    result does not depend on the threads.
+    """
+    N, C, K = geom.N, geom.C, geom.K
+    dtype = x.dtype
+    TH, TW = _tiles(geom.P, geom.Q)
+    tiles = TH * TW
+    chunks = cpu_pool.Chunks(N, _chunk_images(N, 16 * (C + K) * tiles * dtype.itemsize))
+    dU = np.empty((chunks.count, 16, K, C), dtype)
+    db = np.zeros((chunks.count, K))
+
+    def work(chunk, images):
+        T = len(images) * tiles
+        V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
+        Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
+        plane = cpu_pool.thread_buffer("winograd_plane", (2 * TH + 2, 2 * TW + 2), dtype)
+        dy_plane = cpu_pool.thread_buffer("winograd_dy_plane", (2 * TH, 2 * TW), dtype)
+        input_transform(x, images.start, geom.pad[0], geom.pad[1], TH, TW, plane, V)
+        gradient_transform(dy, images.start, TH, TW, dy_plane, Z, db[chunk])
+        np.matmul(Z, V.transpose(0, 2, 1), out=dU[chunk])
+
+    chunks.run(work)
+    dU_sum = dU.astype(np.float64).sum(axis=0).reshape(4, 4, K, C)
+    dw = np.einsum("ar,abkc,bs->kcrs", _G, dU_sum, _G)
+    return dw.astype(dtype), db.sum(axis=0).astype(dtype)
