@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -160,7 +161,7 @@ def thread_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
     again. One buffer per name and thread, as large as the largest use so far.
     """
     buffers = _scratch.__dict__.setdefault("buffers", {})
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # not np.prod: 5 us a call, paid per chunk
     buf = buffers.get(name)
     if buf is None or buf.dtype != dtype or buf.size < size:
         buf = buffers[name] = np.empty(size, dtype)

@@ -86,33 +86,35 @@ def _chunk_images(batch: int, per_image_bytes: int) -> int:
 
 
 # --- Numba kernels: the tile transforms ------------------------------------------
+#
+# Tile tx reads plane columns 2tx .. 2tx+3, a stride-2 pattern that LLVM does
+# not vectorise; so each plane is first copied into a scratch "split plane"
+# (2, rows, cols/2) holding its even columns in [0] and odd ones in [1], where
+# column 2tx+j is split[j % 2, :, tx + j // 2]: every load of the transforms'
+# inner loops is then unit-stride over tx.
 
 @njit(cache=True, nogil=True)
-def _fill_plane(src, src0, H, W, top, left, plane):
-    """``plane`` (Hp, Wp) = zeros, with the H x W plane at ``src[src0:]`` (flat) copied in at (top, left).
-
-    Returns the float64 sum of the copied values (backward-filter's bias gradient).
-    """
-    Hp, Wp = plane.shape
-    pf = plane.ravel()
-    total = 0.0
-    for i in range(Hp * Wp):
-        pf[uint64(i)] = 0
+def _fill_split_plane(src, src0, H, W, top, left, split):
+    """``split`` (2, Hp, Wh) = the (Hp, 2*Wh) plane of zeros with the H x W plane at ``src[src0:]``
+    (flat) copied in at (top, left), its even columns in split[0] and odd ones in split[1]."""
+    Hp, Wh = split.shape[1], split.shape[2]
+    sf = split.ravel()
+    for i in range(2 * Hp * Wh):
+        sf[uint64(i)] = 0
     for h in range(H):
-        dst = uint64((top + h) * Wp + left)
-        s = uint64(src0 + h * W)
-        for j in range(W):
-            v = src[s + uint64(j)]
-            pf[dst + uint64(j)] = v
-            total += v
-    return total
+        row = uint64(src0 + h * W)
+        for parity in range(2):
+            w0 = (parity - left) % 2                  # first input column landing in this parity
+            dst = uint64((parity * Hp + top + h) * Wh + (left + w0) // 2)
+            for j in range((W - w0 + 1) // 2):
+                sf[dst + uint64(j)] = src[row + uint64(w0 + 2 * j)]
 
 
 @njit(cache=True, nogil=True)
-def input_transform(x, n0, ph, pw, TH, TW, plane, V):
-    """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch of tile (ty, tx), image n0+i.
+def input_transform(x, n0, ph, pw, TH, TW, split, V):
+    """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty, tx), image n0+i.
 
-    x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, C, nb*TH*TW), nb images.
+    x (N, C, H, W); ``split`` a (2, 2*TH + 2, TW + 1) scratch; V (16, C, nb*TH*TW), nb images.
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     T = V.shape[2]
@@ -120,37 +122,27 @@ def input_transform(x, n0, ph, pw, TH, TW, plane, V):
     CT = C * T
     xf = x.ravel()
     vf = V.ravel()
-    Wp = plane.shape[1]
-    pf = plane.ravel()
+    Hp, Wh = split.shape[1], split.shape[2]
+    odd = Hp * Wh
+    pf = split.ravel()
     for i in range(nb):
         for c in range(C):
-            _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph, pw, plane)
+            _fill_split_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph, pw, split)
             for ty in range(TH):
                 out = uint64(c * T + (i * TH + ty) * TW)
+                e0 = uint64(2 * ty * Wh)             # even columns of rows 2ty .. 2ty+3
+                e1, e2, e3 = e0 + uint64(Wh), e0 + uint64(2 * Wh), e0 + uint64(3 * Wh)
+                o0, o1, o2, o3 = e0 + uint64(odd), e1 + uint64(odd), e2 + uint64(odd), e3 + uint64(odd)
                 for tx in range(TW):
-                    r0 = uint64(2 * ty * Wp + 2 * tx)
-                    r1 = r0 + uint64(Wp)
-                    r2 = r1 + uint64(Wp)
-                    r3 = r2 + uint64(Wp)
-                    # B^T d: rows 0-2, 1+2, 2-1, 1-3 (per column j)
-                    a0 = pf[r0] - pf[r2]
-                    a1 = pf[r0 + uint64(1)] - pf[r2 + uint64(1)]
-                    a2 = pf[r0 + uint64(2)] - pf[r2 + uint64(2)]
-                    a3 = pf[r0 + uint64(3)] - pf[r2 + uint64(3)]
-                    b0 = pf[r1] + pf[r2]
-                    b1 = pf[r1 + uint64(1)] + pf[r2 + uint64(1)]
-                    b2 = pf[r1 + uint64(2)] + pf[r2 + uint64(2)]
-                    b3 = pf[r1 + uint64(3)] + pf[r2 + uint64(3)]
-                    e0 = pf[r2] - pf[r1]
-                    e1 = pf[r2 + uint64(1)] - pf[r1 + uint64(1)]
-                    e2 = pf[r2 + uint64(2)] - pf[r1 + uint64(2)]
-                    e3 = pf[r2 + uint64(3)] - pf[r1 + uint64(3)]
-                    f0 = pf[r1] - pf[r3]
-                    f1 = pf[r1 + uint64(1)] - pf[r3 + uint64(1)]
-                    f2 = pf[r1 + uint64(2)] - pf[r3 + uint64(2)]
-                    f3 = pf[r1 + uint64(3)] - pf[r3 + uint64(3)]
-                    # (.) B: the same combinations of columns
-                    o = out + uint64(tx)
+                    t = uint64(tx)
+                    u = t + uint64(1)
+                    # B^T d: rows 0-2, 1+2, 2-1, 1-3, each over the patch's columns 0..3
+                    a0, a1, a2, a3 = pf[e0 + t] - pf[e2 + t], pf[o0 + t] - pf[o2 + t], pf[e0 + u] - pf[e2 + u], pf[o0 + u] - pf[o2 + u]
+                    b0, b1, b2, b3 = pf[e1 + t] + pf[e2 + t], pf[o1 + t] + pf[o2 + t], pf[e1 + u] + pf[e2 + u], pf[o1 + u] + pf[o2 + u]
+                    c0, c1, c2, c3 = pf[e2 + t] - pf[e1 + t], pf[o2 + t] - pf[o1 + t], pf[e2 + u] - pf[e1 + u], pf[o2 + u] - pf[o1 + u]
+                    d0, d1, d2, d3 = pf[e1 + t] - pf[e3 + t], pf[o1 + t] - pf[o3 + t], pf[e1 + u] - pf[e3 + u], pf[o1 + u] - pf[o3 + u]
+                    # (.) B: the same combinations of the columns
+                    o = out + t
                     vf[o] = a0 - a2
                     vf[o + uint64(CT)] = a1 + a2
                     vf[o + uint64(2 * CT)] = a2 - a1
@@ -159,14 +151,36 @@ def input_transform(x, n0, ph, pw, TH, TW, plane, V):
                     vf[o + uint64(5 * CT)] = b1 + b2
                     vf[o + uint64(6 * CT)] = b2 - b1
                     vf[o + uint64(7 * CT)] = b1 - b3
-                    vf[o + uint64(8 * CT)] = e0 - e2
-                    vf[o + uint64(9 * CT)] = e1 + e2
-                    vf[o + uint64(10 * CT)] = e2 - e1
-                    vf[o + uint64(11 * CT)] = e1 - e3
-                    vf[o + uint64(12 * CT)] = f0 - f2
-                    vf[o + uint64(13 * CT)] = f1 + f2
-                    vf[o + uint64(14 * CT)] = f2 - f1
-                    vf[o + uint64(15 * CT)] = f1 - f3
+                    vf[o + uint64(8 * CT)] = c0 - c2
+                    vf[o + uint64(9 * CT)] = c1 + c2
+                    vf[o + uint64(10 * CT)] = c2 - c1
+                    vf[o + uint64(11 * CT)] = c1 - c3
+                    vf[o + uint64(12 * CT)] = d0 - d2
+                    vf[o + uint64(13 * CT)] = d1 + d2
+                    vf[o + uint64(14 * CT)] = d2 - d1
+                    vf[o + uint64(15 * CT)] = d1 - d3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _output_tile(mf, o, KT, b):
+    """A^T m A + b of the 4x4 tile m = mf[o + xi*KT] (xi = 0..15): (y00, y01, y10, y11)."""
+    # A^T m: rows 0+1+2 and 1-2-3, each over the tile's columns 0..3
+    s0 = mf[o] + mf[o + uint64(4 * KT)] + mf[o + uint64(8 * KT)]
+    s1 = mf[o + uint64(KT)] + mf[o + uint64(5 * KT)] + mf[o + uint64(9 * KT)]
+    s2 = mf[o + uint64(2 * KT)] + mf[o + uint64(6 * KT)] + mf[o + uint64(10 * KT)]
+    s3 = mf[o + uint64(3 * KT)] + mf[o + uint64(7 * KT)] + mf[o + uint64(11 * KT)]
+    t0 = mf[o + uint64(4 * KT)] - mf[o + uint64(8 * KT)] - mf[o + uint64(12 * KT)]
+    t1 = mf[o + uint64(5 * KT)] - mf[o + uint64(9 * KT)] - mf[o + uint64(13 * KT)]
+    t2 = mf[o + uint64(6 * KT)] - mf[o + uint64(10 * KT)] - mf[o + uint64(14 * KT)]
+    t3 = mf[o + uint64(7 * KT)] - mf[o + uint64(11 * KT)] - mf[o + uint64(15 * KT)]
+    # (.) A: columns 0+1+2 and 1-2-3
+    return s0 + s1 + s2 + b, s1 - s2 - s3 + b, t0 + t1 + t2 + b, t1 - t2 - t3 + b
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _relu(v, zero):
+    """max(v, 0), a NaN staying NaN (as np.maximum)."""
+    return zero if v < zero else v
 
 
 @njit(cache=True, nogil=True)
@@ -181,7 +195,7 @@ def output_transform(M, n0, TH, TW, bias, relu, y):
     KT = K * T
     mf = M.ravel()
     yf = y.ravel()
-    full_tx = Q // 2
+    full_tx = Q // 2          # tiles with both columns inside; an odd Q adds one with the left only
     zero = np.zeros(1, y.dtype)[0]
     for i in range(nb):
         for k in range(K):
@@ -192,26 +206,9 @@ def output_transform(M, n0, TH, TW, bias, relu, y):
                 row0 = uint64(plane0 + 2 * ty * Q)
                 second_row = 2 * ty + 1 < P
                 for tx in range(TW):
-                    o = src + uint64(tx)
-                    # A^T m: rows 0+1+2 and 1-2-3 (per column j)
-                    s0 = mf[o] + mf[o + uint64(4 * KT)] + mf[o + uint64(8 * KT)]
-                    s1 = mf[o + uint64(KT)] + mf[o + uint64(5 * KT)] + mf[o + uint64(9 * KT)]
-                    s2 = mf[o + uint64(2 * KT)] + mf[o + uint64(6 * KT)] + mf[o + uint64(10 * KT)]
-                    s3 = mf[o + uint64(3 * KT)] + mf[o + uint64(7 * KT)] + mf[o + uint64(11 * KT)]
-                    t0 = mf[o + uint64(4 * KT)] - mf[o + uint64(8 * KT)] - mf[o + uint64(12 * KT)]
-                    t1 = mf[o + uint64(5 * KT)] - mf[o + uint64(9 * KT)] - mf[o + uint64(13 * KT)]
-                    t2 = mf[o + uint64(6 * KT)] - mf[o + uint64(10 * KT)] - mf[o + uint64(14 * KT)]
-                    t3 = mf[o + uint64(7 * KT)] - mf[o + uint64(11 * KT)] - mf[o + uint64(15 * KT)]
-                    # (.) A: columns 0+1+2 and 1-2-3
-                    y00 = s0 + s1 + s2 + b
-                    y01 = s1 - s2 - s3 + b
-                    y10 = t0 + t1 + t2 + b
-                    y11 = t1 - t2 - t3 + b
-                    if relu:  # y < 0 -> 0 (a NaN stays NaN, as with np.maximum)
-                        y00 = zero if y00 < zero else y00
-                        y01 = zero if y01 < zero else y01
-                        y10 = zero if y10 < zero else y10
-                        y11 = zero if y11 < zero else y11
+                    y00, y01, y10, y11 = _output_tile(mf, src + uint64(tx), KT, b)
+                    if relu:
+                        y00, y01, y10, y11 = _relu(y00, zero), _relu(y01, zero), _relu(y10, zero), _relu(y11, zero)
                     d = row0 + uint64(2 * tx)
                     yf[d] = y00
                     if tx < full_tx:
@@ -223,11 +220,10 @@ def output_transform(M, n0, TH, TW, bias, relu, y):
 
 
 @njit(cache=True, nogil=True)
-def gradient_transform(dy, n0, TH, TW, plane, Z, db):
-    """Z[xi, k, tile] = (A dy_t A^T)[xi] of each 2x2 tile dy_t of dy[n0+i, k] (zero beyond P, Q);
-    adds the sum of each plane dy[n0+i, k] to db[k] (float64).
+def gradient_transform(dy, n0, TH, TW, split, Z):
+    """Z[xi, k, tile] = (A dy_t A^T)[xi] of each 2x2 tile dy_t of dy[n0+i, k] (zero beyond P, Q).
 
-    dy (N, K, P, Q); ``plane`` a (2*TH, 2*TW) scratch; Z (16, K, nb*TH*TW); db (K,) float64.
+    dy (N, K, P, Q); ``split`` a (2, 2*TH, TW) scratch; Z (16, K, nb*TH*TW).
     """
     K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
     T = Z.shape[2]
@@ -235,25 +231,26 @@ def gradient_transform(dy, n0, TH, TW, plane, Z, db):
     KT = K * T
     gf = dy.ravel()
     zf = Z.ravel()
-    Wp = plane.shape[1]
-    pf = plane.ravel()
+    odd = split.shape[1] * TW
+    pf = split.ravel()
     for i in range(nb):
         for k in range(K):
-            db[k] += _fill_plane(gf, ((n0 + i) * K + k) * P * Q, P, Q, 0, 0, plane)
+            _fill_split_plane(gf, ((n0 + i) * K + k) * P * Q, P, Q, 0, 0, split)
             for ty in range(TH):
                 out = uint64(k * T + (i * TH + ty) * TW)
+                e0 = uint64(2 * ty * TW)
+                e1 = e0 + uint64(TW)
                 for tx in range(TW):
-                    r0 = uint64(2 * ty * Wp + 2 * tx)
-                    r1 = r0 + uint64(Wp)
-                    g00, g01 = pf[r0], pf[r0 + uint64(1)]
-                    g10, g11 = pf[r1], pf[r1 + uint64(1)]
+                    t = uint64(tx)
+                    g00, g01 = pf[e0 + t], pf[e0 + uint64(odd) + t]
+                    g10, g11 = pf[e1 + t], pf[e1 + uint64(odd) + t]
                     # A g: rows g0, g0+g1, g0-g1, -g1 (g0, g1 the tile's rows)
                     a0, a1 = g00, g01
                     b0, b1 = g00 + g10, g01 + g11
                     c0, c1 = g00 - g10, g01 - g11
-                    e0, e1 = -g10, -g11
+                    d0, d1 = -g10, -g11
                     # (.) A^T: each row (u, v) -> (u, u+v, u-v, -v)
-                    o = out + uint64(tx)
+                    o = out + t
                     zf[o] = a0
                     zf[o + uint64(KT)] = a0 + a1
                     zf[o + uint64(2 * KT)] = a0 - a1
@@ -266,10 +263,10 @@ def gradient_transform(dy, n0, TH, TW, plane, Z, db):
                     zf[o + uint64(9 * KT)] = c0 + c1
                     zf[o + uint64(10 * KT)] = c0 - c1
                     zf[o + uint64(11 * KT)] = -c1
-                    zf[o + uint64(12 * KT)] = e0
-                    zf[o + uint64(13 * KT)] = e0 + e1
-                    zf[o + uint64(14 * KT)] = e0 - e1
-                    zf[o + uint64(15 * KT)] = -e1
+                    zf[o + uint64(12 * KT)] = d0
+                    zf[o + uint64(13 * KT)] = d0 + d1
+                    zf[o + uint64(14 * KT)] = d0 - d1
+                    zf[o + uint64(15 * KT)] = -d1
 
 
 # --- the three ops ---------------------------------------------------------------
@@ -298,8 +295,8 @@ def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
         T = len(images) * tiles
         V = cpu_pool.thread_buffer("winograd_V", (16, cin, T), dtype)
         M = cpu_pool.thread_buffer("winograd_M", (16, cout, T), dtype)
-        plane = cpu_pool.thread_buffer("winograd_plane", (2 * TH + 2, 2 * TW + 2), dtype)
-        input_transform(x, images.start, pad[0], pad[1], TH, TW, plane, V)
+        split = cpu_pool.thread_buffer("winograd_plane", (2, 2 * TH + 2, TW + 1), dtype)
+        input_transform(x, images.start, pad[0], pad[1], TH, TW, split, V)
         np.matmul(U, V, out=M)
         output_transform(M, images.start, TH, TW, bias, relu, y)
 
@@ -347,10 +344,12 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
         T = len(images) * tiles
         V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
         Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
-        plane = cpu_pool.thread_buffer("winograd_plane", (2 * TH + 2, 2 * TW + 2), dtype)
-        dy_plane = cpu_pool.thread_buffer("winograd_dy_plane", (2 * TH, 2 * TW), dtype)
-        input_transform(x, images.start, geom.pad[0], geom.pad[1], TH, TW, plane, V)
-        gradient_transform(dy, images.start, TH, TW, dy_plane, Z, db[chunk])
+        split = cpu_pool.thread_buffer("winograd_plane", (2, 2 * TH + 2, TW + 1), dtype)
+        dy_split = cpu_pool.thread_buffer("winograd_dy_plane", (2, 2 * TH, TW), dtype)
+        input_transform(x, images.start, geom.pad[0], geom.pad[1], TH, TW, split, V)
+        gradient_transform(dy, images.start, TH, TW, dy_split, Z)
+        # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
+        Z[5].sum(axis=1, dtype=np.float64, out=db[chunk])
         np.matmul(Z, V.transpose(0, 2, 1), out=dU[chunk])
 
     chunks.run(work)
