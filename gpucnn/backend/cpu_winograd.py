@@ -80,9 +80,22 @@ def _tiles(P: int, Q: int) -> tuple[int, int]:
     return -(-P // 2), -(-Q // 2)
 
 
-def _chunk_images(batch: int, per_image_bytes: int) -> int:
-    """Images per chunk: ``CHUNK_BYTES`` worth (one at least), ``CHUNKS_PER_BATCH`` chunks where possible."""
-    return max(1, min(batch, -(-batch // CHUNKS_PER_BATCH), CHUNK_BYTES // per_image_bytes))
+class _Blocking:
+    """How a batch is cut for the transforms and GEMMs: chunks of ``images`` whole images, or,
+    where one image's V and M exceed ``CHUNK_BYTES``, chunks of one image cut into bands of
+    ``rows`` tile rows (processed in order). A function of the geometry alone."""
+
+    def __init__(self, batch: int, TH: int, TW: int, channels: int, itemsize: int):
+        row_bytes = 16 * channels * TW * itemsize       # V and M of one tile row (channels = Cin + Cout)
+        self.TH, self.TW = TH, TW
+        self.rows = max(1, min(TH, CHUNK_BYTES // row_bytes))
+        self.images = 1 if self.rows < TH else max(
+            1, min(batch, -(-batch // CHUNKS_PER_BATCH), CHUNK_BYTES // (row_bytes * TH)))
+        self.chunks = cpu_pool.Chunks(batch, self.images)
+
+    def bands(self):
+        """(first tile row, tile rows) of each band of a chunk."""
+        return [(ty0, min(self.rows, self.TH - ty0)) for ty0 in range(0, self.TH, self.rows)]
 
 
 # --- Numba kernels: the tile transforms ------------------------------------------
@@ -96,12 +109,13 @@ def _chunk_images(batch: int, per_image_bytes: int) -> int:
 @njit(cache=True, nogil=True)
 def _fill_split_plane(src, src0, H, W, top, left, split):
     """``split`` (2, Hp, Wh) = the (Hp, 2*Wh) plane of zeros with the H x W plane at ``src[src0:]``
-    (flat) copied in at (top, left), its even columns in split[0] and odd ones in split[1]."""
+    (flat) copied in at (top, left), its even columns in split[0] and odd ones in split[1].
+    ``top`` may be negative: rows falling outside the Hp rows are skipped (a band of the plane)."""
     Hp, Wh = split.shape[1], split.shape[2]
     sf = split.ravel()
     for i in range(2 * Hp * Wh):
         sf[uint64(i)] = 0
-    for h in range(H):
+    for h in range(max(0, -top), min(H, Hp - top)):
         row = uint64(src0 + h * W)
         for parity in range(2):
             w0 = (parity - left) % 2                  # first input column landing in this parity
@@ -111,12 +125,14 @@ def _fill_split_plane(src, src0, H, W, top, left, split):
 
 
 @njit(cache=True, nogil=True)
-def input_transform(x, n0, ph, pw, TH, TW, split, V):
-    """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty, tx), image n0+i.
+def input_transform(x, n0, ty0, ph, pw, TW, split, V):
+    """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty0 + ty, tx) of
+    image n0+i, for the TH tile rows from ty0.
 
     x (N, C, H, W); ``split`` a (2, 2*TH + 2, TW + 1) scratch; V (16, C, nb*TH*TW), nb images.
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    TH = split.shape[1] // 2 - 1
     T = V.shape[2]
     nb = T // (TH * TW)
     CT = C * T
@@ -127,7 +143,7 @@ def input_transform(x, n0, ph, pw, TH, TW, split, V):
     pf = split.ravel()
     for i in range(nb):
         for c in range(C):
-            _fill_split_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph, pw, split)
+            _fill_split_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, split)
             for ty in range(TH):
                 out = uint64(c * T + (i * TH + ty) * TW)
                 e0 = uint64(2 * ty * Wh)             # even columns of rows 2ty .. 2ty+3
@@ -162,19 +178,31 @@ def input_transform(x, n0, ph, pw, TH, TW, split, V):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _output_tile(mf, o, KT, b):
-    """A^T m A + b of the 4x4 tile m = mf[o + xi*KT] (xi = 0..15): (y00, y01, y10, y11)."""
-    # A^T m: rows 0+1+2 and 1-2-3, each over the tile's columns 0..3
-    s0 = mf[o] + mf[o + uint64(4 * KT)] + mf[o + uint64(8 * KT)]
-    s1 = mf[o + uint64(KT)] + mf[o + uint64(5 * KT)] + mf[o + uint64(9 * KT)]
-    s2 = mf[o + uint64(2 * KT)] + mf[o + uint64(6 * KT)] + mf[o + uint64(10 * KT)]
-    s3 = mf[o + uint64(3 * KT)] + mf[o + uint64(7 * KT)] + mf[o + uint64(11 * KT)]
-    t0 = mf[o + uint64(4 * KT)] - mf[o + uint64(8 * KT)] - mf[o + uint64(12 * KT)]
-    t1 = mf[o + uint64(5 * KT)] - mf[o + uint64(9 * KT)] - mf[o + uint64(13 * KT)]
-    t2 = mf[o + uint64(6 * KT)] - mf[o + uint64(10 * KT)] - mf[o + uint64(14 * KT)]
-    t3 = mf[o + uint64(7 * KT)] - mf[o + uint64(11 * KT)] - mf[o + uint64(15 * KT)]
-    # (.) A: columns 0+1+2 and 1-2-3
-    return s0 + s1 + s2 + b, s1 - s2 - s3 + b, t0 + t1 + t2 + b, t1 - t2 - t3 + b
+def _rows_add(zf, dst, a, b, n):
+    """zf[dst : dst+n] = zf[a : a+n] + zf[b : b+n] (flat; one vectorisable loop)."""
+    for j in range(n):
+        zf[uint64(dst + j)] = zf[uint64(a + j)] + zf[uint64(b + j)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_sub(zf, dst, a, b, n):
+    """zf[dst : dst+n] = zf[a : a+n] - zf[b : b+n] (flat; one vectorisable loop)."""
+    for j in range(n):
+        zf[uint64(dst + j)] = zf[uint64(a + j)] - zf[uint64(b + j)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_sum3(zf, dst, a, b, c, n):
+    """zf[dst : dst+n] = zf[a : a+n] + zf[b : b+n] + zf[c : c+n] (flat; one vectorisable loop)."""
+    for j in range(n):
+        zf[uint64(dst + j)] = zf[uint64(a + j)] + zf[uint64(b + j)] + zf[uint64(c + j)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_diff3(zf, dst, a, b, c, n):
+    """zf[dst : dst+n] = zf[a : a+n] - zf[b : b+n] - zf[c : c+n] (flat; one vectorisable loop)."""
+    for j in range(n):
+        zf[uint64(dst + j)] = zf[uint64(a + j)] - zf[uint64(b + j)] - zf[uint64(c + j)]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -184,16 +212,28 @@ def _relu(v, zero):
 
 
 @njit(cache=True, nogil=True)
-def output_transform(M, n0, TH, TW, bias, relu, y):
-    """y[n0+i, k, 2ty:2ty+2, 2tx:2tx+2] = A^T M[:, k, tile] A + bias[k] (then max(., 0) if ``relu``).
+def output_transform(M, n0, ty0, TH, TW, bias, relu, y):
+    """y[n0+i, k, 2ty:2ty+2, 2tx:2tx+2] = A^T M[:, k, tile] A + bias[k] (then max(., 0) if ``relu``),
+    for the TH tile rows from ty0. M (16, K, nb*TH*TW) is overwritten.
 
-    M (16, K, nb*TH*TW); bias (K,); y (N, K, P, Q): only the outputs inside P x Q are written.
+    bias (K,); y (N, K, P, Q): only the outputs inside P x Q are written. A^T M A is taken in
+    flat loops over all of M[xi] (K*T values, vectorised) into M[4:8]; a scalar pass then adds
+    the bias and puts each 2x2 tile in its place in y.
     """
     K, T = M.shape[1], M.shape[2]
     P, Q = y.shape[2], y.shape[3]
+    n = K * T
     nb = T // (TH * TW)
-    KT = K * T
     mf = M.ravel()
+    # A^T m, per column j: s_j = m0j + m1j + m2j into M[j], t_j = m1j - m2j - m3j into M[12 + j]
+    for j in range(4):
+        _rows_diff3(mf, (12 + j) * n, (4 + j) * n, (8 + j) * n, (12 + j) * n, n)
+        _rows_sum3(mf, j * n, j * n, (4 + j) * n, (8 + j) * n, n)
+    # (.) A: y00 = s0 + s1 + s2, y01 = s1 - s2 - s3, y10 = t0 + t1 + t2, y11 = t1 - t2 - t3 into M[4:8]
+    _rows_sum3(mf, 4 * n, 0, n, 2 * n, n)
+    _rows_diff3(mf, 5 * n, n, 2 * n, 3 * n, n)
+    _rows_sum3(mf, 6 * n, 12 * n, 13 * n, 14 * n, n)
+    _rows_diff3(mf, 7 * n, 13 * n, 14 * n, 15 * n, n)
     yf = y.ravel()
     full_tx = Q // 2          # tiles with both columns inside; an odd Q adds one with the left only
     zero = np.zeros(1, y.dtype)[0]
@@ -202,11 +242,13 @@ def output_transform(M, n0, TH, TW, bias, relu, y):
             b = bias[k]
             plane0 = ((n0 + i) * K + k) * P * Q
             for ty in range(TH):
-                src = uint64(k * T + (i * TH + ty) * TW)
-                row0 = uint64(plane0 + 2 * ty * Q)
-                second_row = 2 * ty + 1 < P
+                src = uint64(4 * n + k * T + (i * TH + ty) * TW)
+                row0 = uint64(plane0 + 2 * (ty0 + ty) * Q)
+                second_row = 2 * (ty0 + ty) + 1 < P
                 for tx in range(TW):
-                    y00, y01, y10, y11 = _output_tile(mf, src + uint64(tx), KT, b)
+                    o = src + uint64(tx)
+                    y00, y01 = mf[o] + b, mf[o + uint64(n)] + b
+                    y10, y11 = mf[o + uint64(2 * n)] + b, mf[o + uint64(3 * n)] + b
                     if relu:
                         y00, y01, y10, y11 = _relu(y00, zero), _relu(y01, zero), _relu(y10, zero), _relu(y11, zero)
                     d = row0 + uint64(2 * tx)
@@ -220,53 +262,68 @@ def output_transform(M, n0, TH, TW, bias, relu, y):
 
 
 @njit(cache=True, nogil=True)
-def gradient_transform(dy, n0, TH, TW, split, Z):
-    """Z[xi, k, tile] = (A dy_t A^T)[xi] of each 2x2 tile dy_t of dy[n0+i, k] (zero beyond P, Q).
+def _gradient_corners(dy, n0, ty0, TH, TW, Z):
+    """Z[0] = g00, Z[3] = -g01, Z[12] = -g10, Z[15] = g11 for each 2x2 tile g of dy[n0+i, k] in the
+    TH tile rows from ty0 (zero beyond P, Q): the corners of A g A^T, its only single-entry values.
 
-    dy (N, K, P, Q); ``split`` a (2, 2*TH, TW) scratch; Z (16, K, nb*TH*TW).
+    dy (N, K, P, Q); Z (16, K, nb*TH*TW); only those four rows of Z are written.
     """
     K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
     T = Z.shape[2]
-    nb = T // (TH * TW)
     KT = K * T
+    nb = T // (TH * TW)
+    full_tx = Q // 2          # tiles with both columns inside; an odd Q adds one with the left only
     gf = dy.ravel()
     zf = Z.ravel()
-    odd = split.shape[1] * TW
-    pf = split.ravel()
+    zero = np.zeros(1, Z.dtype)[0]
     for i in range(nb):
         for k in range(K):
-            _fill_split_plane(gf, ((n0 + i) * K + k) * P * Q, P, Q, 0, 0, split)
+            plane0 = ((n0 + i) * K + k) * P * Q
             for ty in range(TH):
                 out = uint64(k * T + (i * TH + ty) * TW)
-                e0 = uint64(2 * ty * TW)
-                e1 = e0 + uint64(TW)
+                row0 = uint64(plane0 + 2 * (ty0 + ty) * Q)
+                row1 = row0 + uint64(Q)
+                second_row = 2 * (ty0 + ty) + 1 < P
                 for tx in range(TW):
-                    t = uint64(tx)
-                    g00, g01 = pf[e0 + t], pf[e0 + uint64(odd) + t]
-                    g10, g11 = pf[e1 + t], pf[e1 + uint64(odd) + t]
-                    # A g: rows g0, g0+g1, g0-g1, -g1 (g0, g1 the tile's rows)
-                    a0, a1 = g00, g01
-                    b0, b1 = g00 + g10, g01 + g11
-                    c0, c1 = g00 - g10, g01 - g11
-                    d0, d1 = -g10, -g11
-                    # (.) A^T: each row (u, v) -> (u, u+v, u-v, -v)
-                    o = out + t
-                    zf[o] = a0
-                    zf[o + uint64(KT)] = a0 + a1
-                    zf[o + uint64(2 * KT)] = a0 - a1
-                    zf[o + uint64(3 * KT)] = -a1
-                    zf[o + uint64(4 * KT)] = b0
-                    zf[o + uint64(5 * KT)] = b0 + b1
-                    zf[o + uint64(6 * KT)] = b0 - b1
-                    zf[o + uint64(7 * KT)] = -b1
-                    zf[o + uint64(8 * KT)] = c0
-                    zf[o + uint64(9 * KT)] = c0 + c1
-                    zf[o + uint64(10 * KT)] = c0 - c1
-                    zf[o + uint64(11 * KT)] = -c1
-                    zf[o + uint64(12 * KT)] = d0
-                    zf[o + uint64(13 * KT)] = d0 + d1
-                    zf[o + uint64(14 * KT)] = d0 - d1
-                    zf[o + uint64(15 * KT)] = -d1
+                    left = row0 + uint64(2 * tx)
+                    right = tx < full_tx
+                    g00 = gf[left]
+                    g01 = gf[left + uint64(1)] if right else zero
+                    g10 = gf[left + uint64(Q)] if second_row else zero
+                    g11 = gf[left + uint64(Q + 1)] if second_row and right else zero
+                    o = out + uint64(tx)
+                    zf[o] = g00
+                    zf[o + uint64(3 * KT)] = -g01
+                    zf[o + uint64(12 * KT)] = -g10
+                    zf[o + uint64(15 * KT)] = g11
+
+
+@njit(cache=True, nogil=True)
+def gradient_transform(dy, n0, ty0, TH, TW, Z):
+    """Z[xi, k, tile] = (A g A^T)[xi] of each 2x2 tile g of dy[n0+i, k] in the TH tile rows from ty0
+    (zero beyond P, Q).
+
+    dy (N, K, P, Q); Z (16, K, nb*TH*TW). The four corners come from dy (one scalar pass); the
+    other twelve entries are sums and differences of them, each a flat loop over all of Z[xi]
+    (K*T values) that LLVM vectorises, where a loop per tile row would be too short to.
+    """
+    _gradient_corners(dy, n0, ty0, TH, TW, Z)
+    zf = Z.ravel()
+    n = Z.shape[1] * Z.shape[2]
+    # A g A^T row by row: (u, u+v, u-v, -v) of rows u, v = (g00, g01), (g00+g10, g01+g11),
+    # (g00-g10, g01-g11), (-g10, -g11); with Z[3] = -g01 etc. each entry is one add or subtract.
+    _rows_sub(zf, 1 * n, 0, 3 * n, n)        # g00 + g01
+    _rows_add(zf, 2 * n, 0, 3 * n, n)        # g00 - g01
+    _rows_sub(zf, 4 * n, 0, 12 * n, n)       # g00 + g10
+    _rows_add(zf, 8 * n, 0, 12 * n, n)       # g00 - g10
+    _rows_sub(zf, 7 * n, 3 * n, 15 * n, n)   # -(g01 + g11)
+    _rows_add(zf, 11 * n, 3 * n, 15 * n, n)  # -(g01 - g11)
+    _rows_sub(zf, 13 * n, 12 * n, 15 * n, n)  # -g10 - g11
+    _rows_add(zf, 14 * n, 12 * n, 15 * n, n)  # -g10 + g11
+    _rows_sub(zf, 5 * n, 4 * n, 7 * n, n)    # (g00 + g10) + (g01 + g11)
+    _rows_add(zf, 6 * n, 4 * n, 7 * n, n)    # (g00 + g10) - (g01 + g11)
+    _rows_sub(zf, 9 * n, 8 * n, 11 * n, n)   # (g00 - g10) + (g01 - g11)
+    _rows_add(zf, 10 * n, 8 * n, 11 * n, n)  # (g00 - g10) - (g01 - g11)
 
 
 # --- the three ops ---------------------------------------------------------------
@@ -282,25 +339,25 @@ def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
     """y = the 3x3 stride-1 convolution of x (N, Cin, H, W) by the filter whose transform is
     U (16, Cout, Cin), padding ``pad`` (ph, pw), plus ``bias`` (Cout,), then ``activation``;
     y has ``out_shape`` (N, Cout, P, Q)."""
-    N, cin, H, W = x.shape
+    N, cin = x.shape[:2]
     cout, P, Q = out_shape[1:]
     dtype = x.dtype
-    TH, TW = _tiles(P, Q)
-    tiles = TH * TW
-    size = _chunk_images(N, 16 * (cin + cout) * tiles * dtype.itemsize)
+    blocking = _Blocking(N, *_tiles(P, Q), cin + cout, dtype.itemsize)
+    TW = blocking.TW
     y = np.empty(out_shape, dtype)
     relu = activation == "relu"
 
     def work(chunk, images):
-        T = len(images) * tiles
-        V = cpu_pool.thread_buffer("winograd_V", (16, cin, T), dtype)
-        M = cpu_pool.thread_buffer("winograd_M", (16, cout, T), dtype)
-        split = cpu_pool.thread_buffer("winograd_plane", (2, 2 * TH + 2, TW + 1), dtype)
-        input_transform(x, images.start, pad[0], pad[1], TH, TW, split, V)
-        np.matmul(U, V, out=M)
-        output_transform(M, images.start, TH, TW, bias, relu, y)
+        for ty0, rows in blocking.bands():
+            T = len(images) * rows * TW
+            V = cpu_pool.thread_buffer("winograd_V", (16, cin, T), dtype)
+            M = cpu_pool.thread_buffer("winograd_M", (16, cout, T), dtype)
+            split = cpu_pool.thread_buffer("winograd_split", (2, 2 * rows + 2, TW + 1), dtype)
+            input_transform(x, images.start, ty0, pad[0], pad[1], TW, split, V)
+            np.matmul(U, V, out=M)
+            output_transform(M, images.start, ty0, rows, TW, bias, relu, y)
 
-    cpu_pool.Chunks(N, size).run(work)
+    blocking.chunks.run(work)
     return y
 
 
@@ -334,23 +391,25 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
     """
     N, C, K = geom.N, geom.C, geom.K
     dtype = x.dtype
-    TH, TW = _tiles(geom.P, geom.Q)
-    tiles = TH * TW
-    chunks = cpu_pool.Chunks(N, _chunk_images(N, 16 * (C + K) * tiles * dtype.itemsize))
-    dU = np.empty((chunks.count, 16, K, C), dtype)
+    blocking = _Blocking(N, *_tiles(geom.P, geom.Q), C + K, dtype.itemsize)
+    TW = blocking.TW
+    chunks = blocking.chunks
+    dU = np.zeros((chunks.count, 16, K, C), dtype)
     db = np.zeros((chunks.count, K))
 
     def work(chunk, images):
-        T = len(images) * tiles
-        V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
-        Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
-        split = cpu_pool.thread_buffer("winograd_plane", (2, 2 * TH + 2, TW + 1), dtype)
-        dy_split = cpu_pool.thread_buffer("winograd_dy_plane", (2, 2 * TH, TW), dtype)
-        input_transform(x, images.start, geom.pad[0], geom.pad[1], TH, TW, split, V)
-        gradient_transform(dy, images.start, TH, TW, dy_split, Z)
-        # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
-        Z[5].sum(axis=1, dtype=np.float64, out=db[chunk])
-        np.matmul(Z, V.transpose(0, 2, 1), out=dU[chunk])
+        for ty0, rows in blocking.bands():
+            T = len(images) * rows * TW
+            V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
+            Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
+            split = cpu_pool.thread_buffer("winograd_split", (2, 2 * rows + 2, TW + 1), dtype)
+            band = cpu_pool.thread_buffer("winograd_dU", (16, K, C), dtype)
+            input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, split, V)
+            gradient_transform(dy, images.start, ty0, rows, TW, Z)
+            # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
+            db[chunk] += Z[5].sum(axis=1, dtype=np.float64)
+            np.matmul(Z, V.transpose(0, 2, 1), out=band)
+            dU[chunk] += band
 
     chunks.run(work)
     dU_sum = dU.astype(np.float64).sum(axis=0).reshape(4, 4, K, C)
