@@ -100,65 +100,80 @@ class _Blocking:
 
 # --- Numba kernels: the tile transforms ------------------------------------------
 #
-# Tile tx reads plane columns 2tx .. 2tx+3, a stride-2 pattern that LLVM does
-# not vectorise; so each plane is first copied into a scratch "split plane"
-# (2, rows, cols/2) holding its even columns in [0] and odd ones in [1], where
-# column 2tx+j is split[j % 2, :, tx + j // 2]: every load of the transforms'
-# inner loops is then unit-stride over tx.
+# What vectorises and what does not (measured, D2's chunks, one thread): a loop
+# over the tiles of one tile row is too short for SIMD (7 tiles at 14x14), and
+# one that writes all 16 rows of V at once has too many possibly-aliasing
+# streams for LLVM's runtime checks, so it stays scalar. Where the 16 values
+# are sums of a few others the sums therefore run as flat loops over whole
+# rows of Z or M (K*T values each, see _rows_add), which LLVM vectorises: the
+# gradient transform writes only the four corners per tile in scalar code (2.7x
+# faster than all 16), the output transform reduces 16 rows to 4 before the
+# scalar pass that places the 2x2 tiles (1.6x). The input transform's tiles
+# overlap (a 4x4 patch every 2 cells), so its 16 values have no such cheap
+# sources and it stays one scalar pass per plane, 16 stores per tile; the
+# plane is first copied into a zero-bordered scratch (contiguous row copies)
+# so that pass has no bounds checks.
 
 @njit(cache=True, nogil=True)
-def _fill_split_plane(src, src0, H, W, top, left, split):
-    """``split`` (2, Hp, Wh) = the (Hp, 2*Wh) plane of zeros with the H x W plane at ``src[src0:]``
-    (flat) copied in at (top, left), its even columns in split[0] and odd ones in split[1].
-    ``top`` may be negative: rows falling outside the Hp rows are skipped (a band of the plane)."""
-    Hp, Wh = split.shape[1], split.shape[2]
-    sf = split.ravel()
-    for i in range(2 * Hp * Wh):
-        sf[uint64(i)] = 0
+def _fill_plane(src, src0, H, W, top, left, plane):
+    """``plane`` (Hp, Wp) = zeros with the H x W plane at ``src[src0:]`` (flat) copied in at
+    (top, left); ``top`` may be negative: rows falling outside the Hp rows are skipped (a band)."""
+    Hp, Wp = plane.shape
+    pf = plane.ravel()
+    for i in range(Hp * Wp):
+        pf[uint64(i)] = 0
     for h in range(max(0, -top), min(H, Hp - top)):
+        dst = uint64((top + h) * Wp + left)
         row = uint64(src0 + h * W)
-        for parity in range(2):
-            w0 = (parity - left) % 2                  # first input column landing in this parity
-            dst = uint64((parity * Hp + top + h) * Wh + (left + w0) // 2)
-            for j in range((W - w0 + 1) // 2):
-                sf[dst + uint64(j)] = src[row + uint64(w0 + 2 * j)]
+        for j in range(W):
+            pf[dst + uint64(j)] = src[row + uint64(j)]
 
 
 @njit(cache=True, nogil=True)
-def input_transform(x, n0, ty0, ph, pw, TW, split, V):
+def input_transform(x, n0, ty0, ph, pw, TW, plane, V):
     """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty0 + ty, tx) of
     image n0+i, for the TH tile rows from ty0.
 
-    x (N, C, H, W); ``split`` a (2, 2*TH + 2, TW + 1) scratch; V (16, C, nb*TH*TW), nb images.
+    x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, C, nb*TH*TW), nb images.
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    TH = split.shape[1] // 2 - 1
+    TH = plane.shape[0] // 2 - 1
     T = V.shape[2]
     nb = T // (TH * TW)
     CT = C * T
     xf = x.ravel()
     vf = V.ravel()
-    Hp, Wh = split.shape[1], split.shape[2]
-    odd = Hp * Wh
-    pf = split.ravel()
+    Wp = plane.shape[1]
+    pf = plane.ravel()
     for i in range(nb):
         for c in range(C):
-            _fill_split_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, split)
+            _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, plane)
             for ty in range(TH):
                 out = uint64(c * T + (i * TH + ty) * TW)
-                e0 = uint64(2 * ty * Wh)             # even columns of rows 2ty .. 2ty+3
-                e1, e2, e3 = e0 + uint64(Wh), e0 + uint64(2 * Wh), e0 + uint64(3 * Wh)
-                o0, o1, o2, o3 = e0 + uint64(odd), e1 + uint64(odd), e2 + uint64(odd), e3 + uint64(odd)
                 for tx in range(TW):
-                    t = uint64(tx)
-                    u = t + uint64(1)
+                    r0 = uint64(2 * ty * Wp + 2 * tx)      # the patch's rows in the plane
+                    r1 = r0 + uint64(Wp)
+                    r2 = r1 + uint64(Wp)
+                    r3 = r2 + uint64(Wp)
                     # B^T d: rows 0-2, 1+2, 2-1, 1-3, each over the patch's columns 0..3
-                    a0, a1, a2, a3 = pf[e0 + t] - pf[e2 + t], pf[o0 + t] - pf[o2 + t], pf[e0 + u] - pf[e2 + u], pf[o0 + u] - pf[o2 + u]
-                    b0, b1, b2, b3 = pf[e1 + t] + pf[e2 + t], pf[o1 + t] + pf[o2 + t], pf[e1 + u] + pf[e2 + u], pf[o1 + u] + pf[o2 + u]
-                    c0, c1, c2, c3 = pf[e2 + t] - pf[e1 + t], pf[o2 + t] - pf[o1 + t], pf[e2 + u] - pf[e1 + u], pf[o2 + u] - pf[o1 + u]
-                    d0, d1, d2, d3 = pf[e1 + t] - pf[e3 + t], pf[o1 + t] - pf[o3 + t], pf[e1 + u] - pf[e3 + u], pf[o1 + u] - pf[o3 + u]
+                    a0 = pf[r0] - pf[r2]
+                    a1 = pf[r0 + uint64(1)] - pf[r2 + uint64(1)]
+                    a2 = pf[r0 + uint64(2)] - pf[r2 + uint64(2)]
+                    a3 = pf[r0 + uint64(3)] - pf[r2 + uint64(3)]
+                    b0 = pf[r1] + pf[r2]
+                    b1 = pf[r1 + uint64(1)] + pf[r2 + uint64(1)]
+                    b2 = pf[r1 + uint64(2)] + pf[r2 + uint64(2)]
+                    b3 = pf[r1 + uint64(3)] + pf[r2 + uint64(3)]
+                    c0 = pf[r2] - pf[r1]
+                    c1 = pf[r2 + uint64(1)] - pf[r1 + uint64(1)]
+                    c2 = pf[r2 + uint64(2)] - pf[r1 + uint64(2)]
+                    c3 = pf[r2 + uint64(3)] - pf[r1 + uint64(3)]
+                    d0 = pf[r1] - pf[r3]
+                    d1 = pf[r1 + uint64(1)] - pf[r3 + uint64(1)]
+                    d2 = pf[r1 + uint64(2)] - pf[r3 + uint64(2)]
+                    d3 = pf[r1 + uint64(3)] - pf[r3 + uint64(3)]
                     # (.) B: the same combinations of the columns
-                    o = out + t
+                    o = out + uint64(tx)
                     vf[o] = a0 - a2
                     vf[o + uint64(CT)] = a1 + a2
                     vf[o + uint64(2 * CT)] = a2 - a1
@@ -371,8 +386,8 @@ def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
             T = len(images) * rows * TW
             V = cpu_pool.thread_buffer("winograd_V", (16, cin, T), dtype)
             M = cpu_pool.thread_buffer("winograd_M", (16, cout, T), dtype)
-            split = cpu_pool.thread_buffer("winograd_split", (2, 2 * rows + 2, TW + 1), dtype)
-            input_transform(x, images.start, ty0, pad[0], pad[1], TW, split, V)
+            plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
+            input_transform(x, images.start, ty0, pad[0], pad[1], TW, plane, V)
             np.matmul(U, V, out=M)
             output_transform(M, images.start, ty0, rows, TW, bias, relu, y)
 
@@ -421,8 +436,8 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
             T = len(images) * rows * TW
             V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
             Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
-            split = cpu_pool.thread_buffer("winograd_split", (2, 2 * rows + 2, TW + 1), dtype)
-            input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, split, V)
+            plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
+            input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, plane, V)
             gradient_transform(dy, images.start, ty0, rows, TW, Z)
             # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
             _add_row_sums(Z[5], db[chunk])
