@@ -130,17 +130,17 @@ def _fill_plane(src, src0, H, W, top, left, plane):
 
 
 @njit(cache=True, nogil=True)
-def input_transform(x, n0, ty0, ph, pw, TW, plane, V):
-    """V[xi, c, i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty0 + ty, tx) of
-    image n0+i, for the TH tile rows from ty0.
+def input_transform(x, n0, ty0, ph, pw, TW, plane, T, V):
+    """V[xi, c*T + i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty0 + ty, tx)
+    of image n0+i, for the TH tile rows from ty0.
 
-    x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, C, nb*TH*TW), nb images.
+    x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, >= C*T) (``_slots``),
+    T = nb*TH*TW tiles of nb images.
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     TH = plane.shape[0] // 2 - 1
-    T = V.shape[2]
     nb = T // (TH * TW)
-    CT = C * T
+    CT = V.shape[1]           # the distance between two rows of V
     xf = x.ravel()
     vf = V.ravel()
     Wp = plane.shape[1]
@@ -227,28 +227,28 @@ def _relu(v, zero):
 
 
 @njit(cache=True, nogil=True)
-def output_transform(M, n0, ty0, TH, TW, bias, relu, y):
-    """y[n0+i, k, 2ty:2ty+2, 2tx:2tx+2] = A^T M[:, k, tile] A + bias[k] (then max(., 0) if ``relu``),
-    for the TH tile rows from ty0. M (16, K, nb*TH*TW) is overwritten.
+def output_transform(M, T, n0, ty0, TH, TW, bias, relu, y):
+    """y[n0+i, k, 2ty:2ty+2, 2tx:2tx+2] = A^T M[:, k*T + tile] A + bias[k] (then max(., 0) if
+    ``relu``), for the TH tile rows from ty0 of T = nb*TH*TW tiles. M (16, >= K*T) is overwritten.
 
     bias (K,); y (N, K, P, Q): only the outputs inside P x Q are written. A^T M A is taken in
     flat loops over all of M[xi] (K*T values, vectorised) into M[4:8]; a scalar pass then adds
     the bias and puts each 2x2 tile in its place in y.
     """
-    K, T = M.shape[1], M.shape[2]
-    P, Q = y.shape[2], y.shape[3]
+    K, P, Q = y.shape[1], y.shape[2], y.shape[3]
     n = K * T
+    slot = M.shape[1]         # the distance between two rows of M
     nb = T // (TH * TW)
     mf = M.ravel()
     # A^T m, per column j: s_j = m0j + m1j + m2j into M[j], t_j = m1j - m2j - m3j into M[12 + j]
     for j in range(4):
-        _rows_diff3(mf, (12 + j) * n, (4 + j) * n, (8 + j) * n, (12 + j) * n, n)
-        _rows_sum3(mf, j * n, j * n, (4 + j) * n, (8 + j) * n, n)
+        _rows_diff3(mf, (12 + j) * slot, (4 + j) * slot, (8 + j) * slot, (12 + j) * slot, n)
+        _rows_sum3(mf, j * slot, j * slot, (4 + j) * slot, (8 + j) * slot, n)
     # (.) A: y00 = s0 + s1 + s2, y01 = s1 - s2 - s3, y10 = t0 + t1 + t2, y11 = t1 - t2 - t3 into M[4:8]
-    _rows_sum3(mf, 4 * n, 0, n, 2 * n, n)
-    _rows_diff3(mf, 5 * n, n, 2 * n, 3 * n, n)
-    _rows_sum3(mf, 6 * n, 12 * n, 13 * n, 14 * n, n)
-    _rows_diff3(mf, 7 * n, 13 * n, 14 * n, 15 * n, n)
+    _rows_sum3(mf, 4 * slot, 0, slot, 2 * slot, n)
+    _rows_diff3(mf, 5 * slot, slot, 2 * slot, 3 * slot, n)
+    _rows_sum3(mf, 6 * slot, 12 * slot, 13 * slot, 14 * slot, n)
+    _rows_diff3(mf, 7 * slot, 13 * slot, 14 * slot, 15 * slot, n)
     yf = y.ravel()
     full_tx = Q // 2          # tiles with both columns inside; an odd Q adds one with the left only
     zero = np.zeros(1, y.dtype)[0]
@@ -257,13 +257,13 @@ def output_transform(M, n0, ty0, TH, TW, bias, relu, y):
             b = bias[k]
             plane0 = ((n0 + i) * K + k) * P * Q
             for ty in range(TH):
-                src = uint64(4 * n + k * T + (i * TH + ty) * TW)
+                src = uint64(4 * slot + k * T + (i * TH + ty) * TW)
                 row0 = uint64(plane0 + 2 * (ty0 + ty) * Q)
                 second_row = 2 * (ty0 + ty) + 1 < P
                 for tx in range(TW):
                     o = src + uint64(tx)
-                    y00, y01 = mf[o] + b, mf[o + uint64(n)] + b
-                    y10, y11 = mf[o + uint64(2 * n)] + b, mf[o + uint64(3 * n)] + b
+                    y00, y01 = mf[o] + b, mf[o + uint64(slot)] + b
+                    y10, y11 = mf[o + uint64(2 * slot)] + b, mf[o + uint64(3 * slot)] + b
                     if relu:
                         y00, y01, y10, y11 = _relu(y00, zero), _relu(y01, zero), _relu(y10, zero), _relu(y11, zero)
                     d = row0 + uint64(2 * tx)
@@ -296,15 +296,14 @@ def _add_row_sums(rows, out):
 
 
 @njit(cache=True, nogil=True)
-def _gradient_corners(dy, n0, ty0, TH, TW, Z):
+def _gradient_corners(dy, n0, ty0, TH, TW, T, Z):
     """Z[0] = g00, Z[3] = -g01, Z[12] = -g10, Z[15] = g11 for each 2x2 tile g of dy[n0+i, k] in the
     TH tile rows from ty0 (zero beyond P, Q): the corners of A g A^T, its only single-entry values.
 
-    dy (N, K, P, Q); Z (16, K, nb*TH*TW); only those four rows of Z are written.
+    dy (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles; only those four rows of Z are written.
     """
     K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
-    T = Z.shape[2]
-    KT = K * T
+    KT = Z.shape[1]           # the distance between two rows of Z
     nb = T // (TH * TW)
     full_tx = Q // 2          # tiles with both columns inside; an odd Q adds one with the left only
     gf = dy.ravel()
@@ -333,34 +332,50 @@ def _gradient_corners(dy, n0, ty0, TH, TW, Z):
 
 
 @njit(cache=True, nogil=True)
-def gradient_transform(dy, n0, ty0, TH, TW, Z):
-    """Z[xi, k, tile] = (A g A^T)[xi] of each 2x2 tile g of dy[n0+i, k] in the TH tile rows from ty0
-    (zero beyond P, Q).
+def gradient_transform(dy, n0, ty0, TH, TW, T, Z):
+    """Z[xi, k*T + tile] = (A g A^T)[xi] of each 2x2 tile g of dy[n0+i, k] in the TH tile rows from
+    ty0 (zero beyond P, Q).
 
-    dy (N, K, P, Q); Z (16, K, nb*TH*TW). The four corners come from dy (one scalar pass); the
+    dy (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles. The four corners come from dy (one scalar pass); the
     other twelve entries are sums and differences of them, each a flat loop over all of Z[xi]
     (K*T values) that LLVM vectorises, where a loop per tile row would be too short to.
     """
-    _gradient_corners(dy, n0, ty0, TH, TW, Z)
+    _gradient_corners(dy, n0, ty0, TH, TW, T, Z)
     zf = Z.ravel()
-    n = Z.shape[1] * Z.shape[2]
+    n = dy.shape[1] * T
+    s = Z.shape[1]            # the distance between two rows of Z
     # A g A^T row by row: (u, u+v, u-v, -v) of rows u, v = (g00, g01), (g00+g10, g01+g11),
     # (g00-g10, g01-g11), (-g10, -g11); with Z[3] = -g01 etc. each entry is one add or subtract.
-    _rows_sub(zf, 1 * n, 0, 3 * n, n)        # g00 + g01
-    _rows_add(zf, 2 * n, 0, 3 * n, n)        # g00 - g01
-    _rows_sub(zf, 4 * n, 0, 12 * n, n)       # g00 + g10
-    _rows_add(zf, 8 * n, 0, 12 * n, n)       # g00 - g10
-    _rows_sub(zf, 7 * n, 3 * n, 15 * n, n)   # -(g01 + g11)
-    _rows_add(zf, 11 * n, 3 * n, 15 * n, n)  # -(g01 - g11)
-    _rows_sub(zf, 13 * n, 12 * n, 15 * n, n)  # -g10 - g11
-    _rows_add(zf, 14 * n, 12 * n, 15 * n, n)  # -g10 + g11
-    _rows_sub(zf, 5 * n, 4 * n, 7 * n, n)    # (g00 + g10) + (g01 + g11)
-    _rows_add(zf, 6 * n, 4 * n, 7 * n, n)    # (g00 + g10) - (g01 + g11)
-    _rows_sub(zf, 9 * n, 8 * n, 11 * n, n)   # (g00 - g10) + (g01 - g11)
-    _rows_add(zf, 10 * n, 8 * n, 11 * n, n)  # (g00 - g10) - (g01 - g11)
+    _rows_sub(zf, 1 * s, 0, 3 * s, n)        # g00 + g01
+    _rows_add(zf, 2 * s, 0, 3 * s, n)        # g00 - g01
+    _rows_sub(zf, 4 * s, 0, 12 * s, n)       # g00 + g10
+    _rows_add(zf, 8 * s, 0, 12 * s, n)       # g00 - g10
+    _rows_sub(zf, 7 * s, 3 * s, 15 * s, n)   # -(g01 + g11)
+    _rows_add(zf, 11 * s, 3 * s, 15 * s, n)  # -(g01 - g11)
+    _rows_sub(zf, 13 * s, 12 * s, 15 * s, n)  # -g10 - g11
+    _rows_add(zf, 14 * s, 12 * s, 15 * s, n)  # -g10 + g11
+    _rows_sub(zf, 5 * s, 4 * s, 7 * s, n)    # (g00 + g10) + (g01 + g11)
+    _rows_add(zf, 6 * s, 4 * s, 7 * s, n)    # (g00 + g10) - (g01 + g11)
+    _rows_sub(zf, 9 * s, 8 * s, 11 * s, n)   # (g00 - g10) + (g01 - g11)
+    _rows_add(zf, 10 * s, 8 * s, 11 * s, n)  # (g00 - g10) - (g01 - g11)
 
 
 # --- the three ops ---------------------------------------------------------------
+
+def _slots(name: str, rows: int, cols: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's buffer ``name`` as 16 slots of a (rows, cols) matrix: (the (16, pitch) buffer
+    the kernels take, its (16, rows, cols) view for the GEMMs).
+
+    The pitch is rows*cols rounded up to 4 KiB plus 256 bytes: with a pitch that is a multiple of
+    4 KiB (T = 768 tiles of 16 channels) the 16 rows the transforms write at once fall in the same
+    L1 cache sets and evict each other, which made those shapes 3x slower.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    page = 4096 // itemsize
+    pitch = -(-rows * cols // page) * page + 256 // itemsize
+    buf = cpu_pool.thread_buffer(name, (16, pitch), dtype)
+    return buf, buf[:, :rows * cols].reshape(16, rows, cols)
+
 
 def _filter_transform(w, dtype) -> np.ndarray:
     """U (16, Cout, Cin) = (G w[o, i] G^T) of a (Cout, Cin, 3, 3) filter, in float64 then ``dtype``."""
@@ -384,12 +399,12 @@ def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
     def work(chunk, images):
         for ty0, rows in blocking.bands():
             T = len(images) * rows * TW
-            V = cpu_pool.thread_buffer("winograd_V", (16, cin, T), dtype)
-            M = cpu_pool.thread_buffer("winograd_M", (16, cout, T), dtype)
+            V, V3 = _slots("winograd_V", cin, T, dtype)
+            M, M3 = _slots("winograd_M", cout, T, dtype)
             plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
-            input_transform(x, images.start, ty0, pad[0], pad[1], TW, plane, V)
-            np.matmul(U, V, out=M)
-            output_transform(M, images.start, ty0, rows, TW, bias, relu, y)
+            input_transform(x, images.start, ty0, pad[0], pad[1], TW, plane, T, V)
+            np.matmul(U, V3, out=M3)
+            output_transform(M, T, images.start, ty0, rows, TW, bias, relu, y)
 
     blocking.chunks.run(work)
     return y
@@ -434,18 +449,18 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
     def work(chunk, images):
         for ty0, rows in blocking.bands():
             T = len(images) * rows * TW
-            V = cpu_pool.thread_buffer("winograd_V", (16, C, T), dtype)
-            Z = cpu_pool.thread_buffer("winograd_M", (16, K, T), dtype)
+            V, V3 = _slots("winograd_V", C, T, dtype)
+            Z, Z3 = _slots("winograd_M", K, T, dtype)
             plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
-            input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, plane, V)
-            gradient_transform(dy, images.start, ty0, rows, TW, Z)
+            input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, plane, T, V)
+            gradient_transform(dy, images.start, ty0, rows, TW, T, Z)
             # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
-            _add_row_sums(Z[5], db[chunk])
+            _add_row_sums(Z3[5], db[chunk])
             if ty0 == 0:
-                np.matmul(Z, V.transpose(0, 2, 1), out=dU[chunk])
+                np.matmul(Z3, V3.transpose(0, 2, 1), out=dU[chunk])
             else:
                 band = cpu_pool.thread_buffer("winograd_dU", (16, K, C), dtype)
-                np.matmul(Z, V.transpose(0, 2, 1), out=band)
+                np.matmul(Z3, V3.transpose(0, 2, 1), out=band)
                 dU[chunk] += band
 
     chunks.run(work)
