@@ -57,6 +57,7 @@ import numpy as np
 from numba import njit, uint64
 
 from . import cpu_pool
+from .base import check_conv_activation
 from .geometry import ConvGeometry
 
 # Bytes of a chunk's V and M (or Z) together: under the 2 MiB L2 of the
@@ -73,6 +74,14 @@ def applies(geom: ConvGeometry) -> bool:
     """Whether ``geom`` is a convolution this module computes: 3x3, stride 1, dilation 1, padding 0..2."""
     return ((geom.R, geom.S) == (3, 3) and geom.stride == (1, 1) and geom.dilation == (1, 1)
             and all(0 <= p <= 2 for p in geom.pad))
+
+
+def _check_applies(geom: ConvGeometry, where: str) -> None:
+    """Raise ValueError, naming ``where`` and the geometry, unless ``applies(geom)``."""
+    if not applies(geom):
+        raise ValueError(f"{where}: Winograd F(2x2,3x3) computes 3x3 convolutions with stride 1, dilation 1 "
+                         f"and padding 0..2; got a {geom.R}x{geom.S} filter, stride {geom.stride}, "
+                         f"dilation {geom.dilation}, padding {geom.pad}")
 
 
 def _tiles(P: int, Q: int) -> tuple[int, int]:
@@ -416,6 +425,8 @@ def winograd_forward(x, w, b, geom: ConvGeometry, activation=None) -> np.ndarray
     x (N, C, H, W), w (K, C, 3, 3), b (K,) or None -> y (N, K, P, Q), all C-contiguous of one
     dtype (float32 or float64); ``geom`` must satisfy ``applies``; activation None or "relu".
     """
+    _check_applies(geom, "winograd_forward")
+    check_conv_activation(activation, "winograd_forward")
     U = _filter_transform(w, x.dtype)
     bias = np.zeros(geom.K, x.dtype) if b is None else np.ascontiguousarray(b)
     return _convolve(x, U, bias, geom.pad, geom.y_shape, activation)
@@ -426,6 +437,7 @@ def winograd_backward_data(dy, w, geom: ConvGeometry) -> np.ndarray:
 
     dy (N, K, P, Q), w (K, C, 3, 3) -> dx (N, C, H, W); ``geom`` must satisfy ``applies``.
     """
+    _check_applies(geom, "winograd_backward_data")
     U = _filter_transform(np.swapaxes(w, 0, 1)[:, :, ::-1, ::-1], dy.dtype)
     pad = (2 - geom.pad[0], 2 - geom.pad[1])
     return _convolve(dy, U, np.zeros(geom.C, dy.dtype), pad, geom.x_shape, None)
@@ -438,6 +450,7 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
     ``geom`` must satisfy ``applies``. Per-chunk partial sums are added in chunk order, so the
     result does not depend on the threads.
     """
+    _check_applies(geom, "winograd_backward_filter")
     N, C, K = geom.N, geom.C, geom.K
     dtype = x.dtype
     blocking = _Blocking(N, *_tiles(geom.P, geom.Q), C + K, dtype.itemsize)
