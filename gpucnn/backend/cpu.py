@@ -19,6 +19,10 @@ the GEMM. Measured against the previous design (one GEMM per multi-image
 chunk into a K-major buffer, then a layout pass): see ``benchmarks/RESULTS.md``,
 the CPU-speed session.
 
+3x3 stride-1 convolutions with enough channels run by Winograd F(2x2, 3x3)
+instead (``cpu_winograd.py``), per op where it was measured faster
+(``WINOGRAD_MIN_CHANNELS``).
+
 Threads: the images are shared among ``cpu_pool.threads()`` Python threads
 (``cpu_pool.parallel``), each running its images' im2col/col2im (Numba,
 ``nogil``) and GEMMs (single-threaded BLAS) on its own column buffer; the
@@ -84,22 +88,25 @@ def _matmul_rows(M: int, K: int, N: int) -> int:
 
 # Per-op choice of Winograd F(2x2, 3x3) (``cpu_winograd``) over im2col + GEMM for the
 # convolutions it computes (3x3, stride 1, dilation 1, padding 0..2): the least (C, K)
-# for which it was measured faster. Winograd's 16 GEMMs sum over C (forward), K
-# (backward-data) or the tiles (backward-filter), and its transforms cost per
-# channel what a GEMM with few channels does not repay. Measured (CPU time, one
-# thread, float32, batch 64, 3x3 pad 1; im2col ms / Winograd ms, forward,
-# backward-data, backward-filter+bias; Intel Xeon (Sapphire Rapids class), shared 2-core VM):
-#   C=1  28x28 K=32 (D1): 0.65/9.71  0.70/3.72  1.20/2.62
-#   C=3  32x32 K=16:      1.14/2.40  1.18/2.97  1.70/2.46
-#   C=8  32x32 K=16:      3.26/3.63  3.62/4.10  4.94/3.97
-#   C=16 32x32 K=16:      6.84/5.70  6.27/5.60  9.96/5.83
-#   C=16 16x16 K=32:      2.83/2.21  2.41/2.53  3.71/2.39
-#   C=32 16x16 K=8:       2.54/1.89  2.12/1.45  4.83/1.81
-#   C=32 14x14 K=64 (D2): 6.78/4.63  5.94/4.96  8.28/5.88
-#   C=32 20x20 K=64 (J2): 11.36/8.66  9.99/9.06  14.93/11.74
-#   C=64 10x10 K=128 (J3): 11.23/8.29  9.09/8.58  11.61/9.80
-#   C=64 56x56 K=64 (R1, batch 16): 43.10/28.86  35.07/29.04  47.27/39.83
-WINOGRAD_MIN_CHANNELS = {"forward": (16, 8), "backward_data": (32, 8), "backward_filter": (8, 8)}
+# for which it was measured faster. Its 16 GEMMs sum over C (forward), K
+# (backward-data) or the tiles (backward-filter), and its tile transforms cost
+# per channel what GEMMs over few channels do not win back. Measured in one
+# sitting (CPU time, one thread, float32, batch 64 unless named, 3x3 pad 1;
+# im2col / Winograd ms for forward, backward-data, backward-filter with the
+# bias gradient; "Intel(R) Xeon(R) Processor" per lscpu, AVX-512, a 2-core VM
+# shared with other work, load average ~3):
+#   C=1  28x28 K=32 (D1):    0.73/9.88   0.69/3.73   1.15/2.62
+#   C=3  32x32 K=16:         1.32/2.25   1.08/2.90   1.66/2.36
+#   C=8  32x32 K=16:         3.39/3.66   3.13/4.09   4.83/3.76
+#   C=16 32x32 K=16:         6.99/5.56   7.47/5.40  10.36/6.06
+#   C=16 16x16 K=32:         3.03/2.19   2.52/2.56   4.06/2.22   (backward-data a tie)
+#   C=32 16x16 K=8:          2.96/1.85   2.21/1.40   4.73/1.91
+#   C=32 14x14 K=64 (D2):    6.56/4.34   5.35/4.76   7.78/5.76
+#   C=32 20x20 K=64 (J2):   11.71/8.36  10.18/9.48  14.98/11.87
+#   C=64 10x10 K=128 (J3):  11.54/8.07   9.30/8.35  11.32/9.43
+#   C=64 56x56 K=64 (R1, batch 16):  42.80/27.77  36.78/27.55  46.98/38.67
+#   C=32 28x28 K=32 (batch 128):     30.16/18.43  27.29/19.22  42.46/23.91
+WINOGRAD_MIN_CHANNELS = {"forward": (16, 8), "backward_data": (16, 8), "backward_filter": (8, 8)}
 
 
 def _use_winograd(op: str, geom: ConvGeometry) -> bool:
