@@ -6,10 +6,6 @@ bias and ReLU; batches cut into several chunks with a short last one, and images
 cut into bands of tile rows. Errors are max|a - ref| / max|ref| (``rel_err``).
 """
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -18,7 +14,7 @@ import gpucnn.backend.cpu as cpu_module
 from gpucnn.backend import cpu_winograd as wino
 from gpucnn.backend.geometry import ConvGeometry
 from reference import conv2d_backward_data_ref, conv2d_backward_filter_ref, conv2d_forward_ref
-from test_ops import rel_err
+from test_ops import rel_err, run_bounds_checked
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -189,8 +185,4 @@ print("in bounds")
 def test_winograd_kernels_stay_in_bounds(tmp_path):
     """The transforms, compiled with Numba's bounds checking, on every shape above (see
     test_ops.test_cpu_kernels_stay_in_bounds: they index flat arrays with unchecked unsigned indices)."""
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_NUM_THREADS="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
-               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0 and "in bounds" in done.stdout, done.stderr[-3000:]
+    run_bounds_checked(BOUNDS_SCRIPT, tmp_path)

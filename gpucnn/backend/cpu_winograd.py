@@ -353,9 +353,10 @@ def gradient_transform(dy, n0, ty0, TH, TW, T, Z):
     """Z[xi, k*T + tile] = (A g A^T)[xi] of each 2x2 tile g of dy[n0+i, k] in the TH tile rows from
     ty0 (zero beyond P, Q).
 
-    dy (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles. The four corners come from dy (one scalar pass); the
-    other twelve entries are sums and differences of them, each a flat loop over all of Z[xi]
-    (K*T values) that LLVM vectorises, where a loop per tile row would be too short to.
+    dy (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles. The four corners come from dy (one
+    scalar pass); the other twelve entries are sums and differences of them, each a flat loop
+    over all of Z[xi] (K*T values) that LLVM vectorises, where a loop per tile row would be too
+    short to.
     """
     _gradient_corners(dy, n0, ty0, TH, TW, T, Z)
     zf = Z.ravel()
