@@ -146,10 +146,55 @@ def _fill_plane(src, src0, H, W, top, left, plane):
             pf[dst + uint64(j)] = src[row + uint64(j)]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _store_patch_transform(pf, r0, Wp, vf, o, pitch):
+    """vf[o + xi*pitch] = (B^T d B)[xi] for the 4x4 patch d of the flat plane ``pf`` whose top
+    left cell is pf[r0] (rows ``Wp`` apart), xi = 0..15."""
+    r0 = uint64(r0)
+    r1 = r0 + uint64(Wp)
+    r2 = r1 + uint64(Wp)
+    r3 = r2 + uint64(Wp)
+    # B^T d: rows 0-2, 1+2, 2-1, 1-3, each over the patch's columns 0..3
+    a0 = pf[r0] - pf[r2]
+    a1 = pf[r0 + uint64(1)] - pf[r2 + uint64(1)]
+    a2 = pf[r0 + uint64(2)] - pf[r2 + uint64(2)]
+    a3 = pf[r0 + uint64(3)] - pf[r2 + uint64(3)]
+    b0 = pf[r1] + pf[r2]
+    b1 = pf[r1 + uint64(1)] + pf[r2 + uint64(1)]
+    b2 = pf[r1 + uint64(2)] + pf[r2 + uint64(2)]
+    b3 = pf[r1 + uint64(3)] + pf[r2 + uint64(3)]
+    c0 = pf[r2] - pf[r1]
+    c1 = pf[r2 + uint64(1)] - pf[r1 + uint64(1)]
+    c2 = pf[r2 + uint64(2)] - pf[r1 + uint64(2)]
+    c3 = pf[r2 + uint64(3)] - pf[r1 + uint64(3)]
+    d0 = pf[r1] - pf[r3]
+    d1 = pf[r1 + uint64(1)] - pf[r3 + uint64(1)]
+    d2 = pf[r1 + uint64(2)] - pf[r3 + uint64(2)]
+    d3 = pf[r1 + uint64(3)] - pf[r3 + uint64(3)]
+    # (.) B: the same combinations of the columns
+    o = uint64(o)
+    vf[o] = a0 - a2
+    vf[o + uint64(pitch)] = a1 + a2
+    vf[o + uint64(2 * pitch)] = a2 - a1
+    vf[o + uint64(3 * pitch)] = a1 - a3
+    vf[o + uint64(4 * pitch)] = b0 - b2
+    vf[o + uint64(5 * pitch)] = b1 + b2
+    vf[o + uint64(6 * pitch)] = b2 - b1
+    vf[o + uint64(7 * pitch)] = b1 - b3
+    vf[o + uint64(8 * pitch)] = c0 - c2
+    vf[o + uint64(9 * pitch)] = c1 + c2
+    vf[o + uint64(10 * pitch)] = c2 - c1
+    vf[o + uint64(11 * pitch)] = c1 - c3
+    vf[o + uint64(12 * pitch)] = d0 - d2
+    vf[o + uint64(13 * pitch)] = d1 + d2
+    vf[o + uint64(14 * pitch)] = d2 - d1
+    vf[o + uint64(15 * pitch)] = d1 - d3
+
+
 @njit(cache=True, nogil=True)
 def input_transform(x, n0, ty0, ph, pw, TW, plane, T, V):
     """V[xi, c*T + i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty0 + ty, tx)
-    of image n0+i, for the TH tile rows from ty0.
+    of image n0+i, for the TH tile rows from ty0: V[xi] as a (C, T) matrix.
 
     x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, >= C*T) (``_slots``),
     T = nb*TH*TW tiles of nb images.
@@ -157,7 +202,6 @@ def input_transform(x, n0, ty0, ph, pw, TW, plane, T, V):
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     TH = plane.shape[0] // 2 - 1
     nb = T // (TH * TW)
-    CT = V.shape[1]           # the distance between two rows of V
     xf = x.ravel()
     vf = V.ravel()
     Wp = plane.shape[1]
@@ -166,47 +210,34 @@ def input_transform(x, n0, ty0, ph, pw, TW, plane, T, V):
         for c in range(C):
             _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, plane)
             for ty in range(TH):
-                out = uint64(c * T + (i * TH + ty) * TW)
+                out = c * T + (i * TH + ty) * TW
                 for tx in range(TW):
-                    r0 = uint64(2 * ty * Wp + 2 * tx)      # the patch's rows in the plane
-                    r1 = r0 + uint64(Wp)
-                    r2 = r1 + uint64(Wp)
-                    r3 = r2 + uint64(Wp)
-                    # B^T d: rows 0-2, 1+2, 2-1, 1-3, each over the patch's columns 0..3
-                    a0 = pf[r0] - pf[r2]
-                    a1 = pf[r0 + uint64(1)] - pf[r2 + uint64(1)]
-                    a2 = pf[r0 + uint64(2)] - pf[r2 + uint64(2)]
-                    a3 = pf[r0 + uint64(3)] - pf[r2 + uint64(3)]
-                    b0 = pf[r1] + pf[r2]
-                    b1 = pf[r1 + uint64(1)] + pf[r2 + uint64(1)]
-                    b2 = pf[r1 + uint64(2)] + pf[r2 + uint64(2)]
-                    b3 = pf[r1 + uint64(3)] + pf[r2 + uint64(3)]
-                    c0 = pf[r2] - pf[r1]
-                    c1 = pf[r2 + uint64(1)] - pf[r1 + uint64(1)]
-                    c2 = pf[r2 + uint64(2)] - pf[r1 + uint64(2)]
-                    c3 = pf[r2 + uint64(3)] - pf[r1 + uint64(3)]
-                    d0 = pf[r1] - pf[r3]
-                    d1 = pf[r1 + uint64(1)] - pf[r3 + uint64(1)]
-                    d2 = pf[r1 + uint64(2)] - pf[r3 + uint64(2)]
-                    d3 = pf[r1 + uint64(3)] - pf[r3 + uint64(3)]
-                    # (.) B: the same combinations of the columns
-                    o = out + uint64(tx)
-                    vf[o] = a0 - a2
-                    vf[o + uint64(CT)] = a1 + a2
-                    vf[o + uint64(2 * CT)] = a2 - a1
-                    vf[o + uint64(3 * CT)] = a1 - a3
-                    vf[o + uint64(4 * CT)] = b0 - b2
-                    vf[o + uint64(5 * CT)] = b1 + b2
-                    vf[o + uint64(6 * CT)] = b2 - b1
-                    vf[o + uint64(7 * CT)] = b1 - b3
-                    vf[o + uint64(8 * CT)] = c0 - c2
-                    vf[o + uint64(9 * CT)] = c1 + c2
-                    vf[o + uint64(10 * CT)] = c2 - c1
-                    vf[o + uint64(11 * CT)] = c1 - c3
-                    vf[o + uint64(12 * CT)] = d0 - d2
-                    vf[o + uint64(13 * CT)] = d1 + d2
-                    vf[o + uint64(14 * CT)] = d2 - d1
-                    vf[o + uint64(15 * CT)] = d1 - d3
+                    _store_patch_transform(pf, 2 * ty * Wp + 2 * tx, Wp, vf, out + tx, V.shape[1])
+
+
+@njit(cache=True, nogil=True)
+def input_transform_tile_major(x, n0, ty0, ph, pw, TW, planes, T, V):
+    """V[xi, (i*TH*TW + ty*TW + tx)*C + c] = (B^T d B)[xi] as ``input_transform`` computes it,
+    but V[xi] as a (T, C) matrix: backward-filter's GEMM then reads it untransposed.
+
+    x (N, C, H, W); ``planes`` a (C, 2*TH + 2, 2*TW + 2) scratch: all of an image's channels are
+    copied first, so that the stores, channel after channel of one tile, are contiguous.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Hp, Wp = planes.shape[1], planes.shape[2]
+    TH = Hp // 2 - 1
+    nb = T // (TH * TW)
+    xf = x.ravel()
+    vf = V.ravel()
+    pf = planes.ravel()
+    for i in range(nb):
+        for c in range(C):
+            _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, planes[c])
+        for ty in range(TH):
+            for tx in range(TW):
+                out = ((i * TH + ty) * TW + tx) * C
+                for c in range(C):
+                    _store_patch_transform(pf, (c * Hp + 2 * ty) * Wp + 2 * tx, Wp, vf, out + c, V.shape[1])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -471,18 +502,18 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
     def work(chunk, images):
         for ty0, rows in blocking.bands():
             T = len(images) * rows * TW
-            V, V3 = _slots("winograd_V", C, T, dtype)
+            Vt, Vt3 = _slots("winograd_V", T, C, dtype)      # V[xi] as (T, C): an NN GEMM below
             Z, Z3 = _slots("winograd_M", K, T, dtype)
-            plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
-            input_transform(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, plane, T, V)
+            planes = cpu_pool.thread_buffer("winograd_planes", (C, 2 * rows + 2, 2 * TW + 2), dtype)
+            input_transform_tile_major(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, planes, T, Vt)
             gradient_transform(dy, images.start, ty0, rows, TW, T, Z)
             # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
             _add_row_sums(Z3[5], db[chunk])
             if ty0 == 0:
-                np.matmul(Z3, V3.transpose(0, 2, 1), out=dU[chunk])
+                np.matmul(Z3, Vt3, out=dU[chunk])
             else:
                 band = cpu_pool.thread_buffer("winograd_dU", (16, K, C), dtype)
-                np.matmul(Z3, V3.transpose(0, 2, 1), out=band)
+                np.matmul(Z3, Vt3, out=band)
                 dU[chunk] += band
 
     chunks.run(work)
