@@ -49,11 +49,13 @@ through the GEMMs to the output transform: no pass over a whole-batch buffer.
 The tile axis is the last (contiguous) one of V, M and Z, so each GEMM's wide
 dimension is the tiles of all the chunk's images and the transforms walk the
 tiles in memory order. The 16 rows of V (and M, Z) lie ``_slots``' pitch
-apart, never a multiple of 4 KiB. Measured per chunk (one thread, float32, us):
-D2 (5 images, T = 245): input transform 54, output 51, gradient 45, against
-145 for the forward GEMMs and 219 for backward-filter's; J2 (2 images, T = 200):
-36, 37, 35 against 114 and 176. So the transforms are a third of the forward
-and of backward-data, not negligible: see the note above the kernels.
+apart, never a multiple of 4 KiB. Backward-filter writes V tile-major instead,
+V[xi] as (T, C), so its GEMM Z[xi] (K, T) @ V[xi] (T, C) reads both operands as
+they lie (reading V transposed cost it 2x in the GEMM). Measured per chunk
+(one thread, float32, us): D2 (5 images, T = 245): input transform 55, output
+50, gradient 45, against 143 for the forward GEMMs and 109 for backward-filter's;
+J2 (2 images, T = 200): 37, 37, 35 against 108 and 95. So the transforms are
+a third to a half of each op, not negligible: see the note above the kernels.
 F(4x4, 3x3) would need fewer of both, but its float32 error was measured at
 3e-6 to 7.5e-6 of max|y| on random data at C = 32..128 (F(2x2): 2e-7 to 5e-7),
 too close to the 1e-5 the backend promises.
