@@ -48,11 +48,13 @@ def host_array(a) -> np.ndarray:
 class Backend:
     """Base class of the ``cpu``, ``cuda`` and ``cuda-emu`` backends.
 
-    Subclasses set ``name`` and ``xp`` and implement the seven ops; the
-    elementwise ops (ReLU, Dropout) have defaults written in ``xp`` that a
-    backend may override with kernels of its own. Arrays given
-    to the ops are C-contiguous, of one floating dtype (float32, or float64 on
-    the backends that support it), and live where ``xp`` puts them.
+    Subclasses set ``name`` and ``xp`` and implement the seven ops
+    (``conv2d_backward``, all of a convolution's gradients at once, has a
+    default built from them); the elementwise ops (ReLU, Dropout) have
+    defaults written in ``xp`` that a backend may override with kernels of
+    its own. Arrays given to the ops are C-contiguous, of one floating dtype
+    (float32, or float64 on the backends that support it), and live where
+    ``xp`` puts them.
     """
 
     name: str = "abstract"
@@ -141,6 +143,32 @@ class Backend:
         The bias gradient is ``dy.sum(axis=(0, 2, 3))`` and needs no kernel.
         """
         raise NotImplementedError(f"{self.name} backend does not implement conv2d_backward_filter")
+
+    def conv2d_backward(self, dy, x, w, geom: ConvGeometry, need_dx: bool = True, with_bias: bool = True,
+                        relu_output=None):
+        """All gradients of one convolution in one call: -> (dx or None, dw, db or None).
+
+        dy (N, K, P, Q) is the gradient of the convolution's output; x (N, C, H, W)
+        and w (K, C, R, S) are its input and weights. ``relu_output`` (N, K, P, Q):
+        when the forward ended in a ReLU (``conv2d_forward(..., activation="relu")``
+        or a ReLU layer fused after it), its output y; dy is then first multiplied
+        by [y > 0], the ReLU's derivative (y > 0 exactly where the pre-activation
+        is). Returns dx (N, C, H, W), or None when ``need_dx`` is false (the
+        bottom layer of a training step); dw (K, C, R, S); db (K,), the sum of the
+        masked dy over (N, P, Q), or None when ``with_bias`` is false.
+
+        This default composes the three separate ops (and a mask pass and a
+        reduction over dy); a backend overrides it where one pass over the
+        images does it all (``cpu``).
+        """
+        if relu_output is not None:
+            self.check_operands("conv2d_backward", {"dy": (dy, geom.y_shape),
+                                                    "relu_output": (relu_output, geom.y_shape)})
+            dy = dy * (relu_output > 0)
+        dw = self.conv2d_backward_filter(dy, x, geom)
+        db = dy.sum(axis=(0, 2, 3)) if with_bias else None
+        dx = self.conv2d_backward_data(dy, w, geom) if need_dx else None
+        return dx, dw, db
 
     # --- pooling ----------------------------------------------------------
 

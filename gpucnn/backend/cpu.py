@@ -264,6 +264,75 @@ class CPUBackend(Backend):
         chunks.run(per_image if _filter_strategy(geom) == "image" else per_chunk)
         return partial.sum(axis=0).reshape(geom.w_shape)
 
+    def conv2d_backward(self, dy, x, w, geom: ConvGeometry, need_dx=True, with_bias=True, relu_output=None):
+        """All of a convolution's gradients in one pass over the images (see ``Backend.conv2d_backward``).
+
+        Per image (per chunk of images for ``_filter_strategy`` "chunk"): the ReLU
+        mask applied to dy while it is copied into a thread buffer, im2col, one
+        GEMM [dW | db] += dy[n] @ [col; 1]^T (the bias gradient is the product
+        with the column buffer's row of ones, so dy is not read again for it),
+        and dx[n] = col2im(W^T @ dy[n]) in the same buffer. The partial sums are
+        added up as in ``conv2d_backward_filter``: per chunk, then over the chunks
+        in order.
+        """
+        arrays = {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape), "w": (w, geom.w_shape)}
+        if relu_output is not None:
+            arrays["relu_output"] = (relu_output, geom.y_shape)
+        dtype = self.check_operands("conv2d_backward", arrays)
+        x = np.ascontiguousarray(x)
+        K, CRS, PQ = geom.K, geom.C * geom.R * geom.S, geom.P * geom.Q
+        rows = CRS + 1 if with_bias else CRS  # the column rows the filter GEMM reads: [col; 1] or col
+        dy3 = np.ascontiguousarray(dy).reshape(geom.N, K, PQ)
+        y3 = None if relu_output is None else np.ascontiguousarray(relu_output).reshape(geom.N, K, PQ)
+        wt = np.ascontiguousarray(w).reshape(K, CRS).T
+        dx = np.empty(geom.x_shape, dtype) if need_dx else None
+        args = _conv_args(geom)
+        chunks = _Chunks.for_conv(geom, dtype)
+        partial = np.zeros((chunks.count, K, rows), dtype)
+
+        def gradient_of_images(images, out):
+            """dy of ``images`` as a K-major (K, len(images)*PQ) matrix: masked into ``out``, or
+            (one image, no mask) dy's own plane."""
+            if y3 is not None:
+                kern.relu_masked_k_major(dy3, y3, images.start, out)
+                return out
+            if len(images) == 1:
+                return dy3[images.start]
+            kern.nchw_to_k_major(dy3, images.start, out)
+            return out
+
+        def input_gradient(g, images, dcol):
+            """dx of ``images`` from their K-major dy ``g``, through ``dcol`` (CRS, len(images)*PQ)."""
+            np.matmul(wt, g, out=dcol)
+            kern.col2im(dcol, images.start, dx, *args)
+
+        def per_image(chunk, images):
+            col = _column_buffer(CRS, PQ, dtype)
+            term = _thread_buffer("dw", (K, rows), dtype)
+            masked = _thread_buffer("k_major", (K, PQ), dtype)
+            for n in images:
+                image = range(n, n + 1)
+                g = gradient_of_images(image, masked)
+                kern.im2col(x, n, col[:CRS], *args)
+                np.matmul(g, col[:rows].T, out=term)
+                partial[chunk] += term
+                if dx is not None:
+                    input_gradient(g, image, col[:CRS])
+
+        def per_chunk(chunk, images):
+            col = _chunk_view("col_chunk", CRS + 1, images, PQ, dtype)
+            col[CRS] = 1
+            g = gradient_of_images(images, _chunk_view("k_major", K, images, PQ, dtype))
+            kern.im2col(x, images.start, col[:CRS], *args)
+            np.matmul(g, col[:rows].T, out=partial[chunk])
+            if dx is not None:
+                input_gradient(g, images, col[:CRS])
+
+        chunks.run(per_image if _filter_strategy(geom) == "image" else per_chunk)
+        total = partial.sum(axis=0)
+        dw = np.ascontiguousarray(total[:, :CRS]).reshape(geom.w_shape)
+        return dx, dw, (total[:, CRS].copy() if with_bias else None)
+
     # --- pooling ----------------------------------------------------------
 
     def max_pool2d_forward(self, x, geom: PoolGeometry):

@@ -177,6 +177,32 @@ def nchw_to_k_major(dy, n0, out):
             dst_f[dst + uint64(j)] = src_f[src + uint64(j)]
 
 
+@njit(cache=True, nogil=True)
+def relu_masked_k_major(dy, y, n0, out):
+    """``nchw_to_k_major`` of ``dy * [y > 0]``: dy, y (N, K, PQ) -> out (K, nb*PQ).
+
+    The gradient through a ReLU whose output is y, written where the GEMMs
+    want it, in the same pass as the copy. A masked entry is ``dy * 0`` (as
+    NumPy's ``dy * (y > 0)``: -0 for a negative dy, NaN for a NaN), so the
+    result has the bits of the unfused ReLU layer's backward. With nb = 1 the
+    K-major layout is one image's (K, PQ) plane.
+    """
+    K, PQ = dy.shape[1], dy.shape[2]
+    ncols = out.shape[1]
+    nb = ncols // PQ
+    src_f = dy.ravel()
+    mask_f = y.ravel()
+    dst_f = out.ravel()
+    for task in range(K * nb):
+        k = task // nb
+        i = task - k * nb
+        src = uint64(((n0 + i) * K + k) * PQ)
+        dst = uint64(k * ncols + i * PQ)
+        for j in range(PQ):
+            g = src_f[src + uint64(j)]
+            dst_f[dst + uint64(j)] = g if mask_f[src + uint64(j)] > 0 else g * 0
+
+
 # --- pooling: one task per (n, c) plane; flat unsigned indexing as above ----------
 
 @njit(cache=True, inline="always")
