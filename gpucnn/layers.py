@@ -53,6 +53,13 @@ def _is_default(value, defaults: dict, name: str) -> bool:
     return value == default or (isinstance(value, tuple) and value == (default, default))
 
 
+class FusedInto:
+    """A layer's ``_cache`` after ``Sequential`` ran its forward inside ``layer``'s (``gpucnn.fusion``)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+
 class Layer:
     """Base class: parameter dictionaries, backend moves, and the shape checks shared by all."""
 
@@ -137,10 +144,29 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def backward_parameters(self, dy) -> None:
+        """Accumulate the parameter gradients from dy, leaving out dx (the bottom layer of a
+        training step, whose input gradient nobody reads). This default runs ``backward`` and
+        drops dx; layers whose dx costs work of its own skip it."""
+        self.backward(dy)
+
+    def mark_fused_into(self, layer) -> None:
+        """Record that this layer's forward ran inside ``layer``'s (``gpucnn.fusion``), which keeps
+        the state backward needs; this layer's own backward refuses to run until its next forward."""
+        self._cache = FusedInto(layer)
+
+    def ran_fused_into(self, layer) -> bool:
+        """Whether this layer's last forward ran inside ``layer``'s (see ``mark_fused_into``)."""
+        return isinstance(self._cache, FusedInto) and self._cache.layer is layer
+
     def _saved(self):
-        """What forward kept for backward; an error if forward has not run."""
+        """What forward kept for backward; an error if forward has not run (or ran fused into another layer)."""
         if self._cache is None:
             raise ValueError(f"{self.where}: backward called before forward")
+        if isinstance(self._cache, FusedInto):
+            raise ValueError(f"{self.where}: the last forward ran fused into {self._cache.layer.where} "
+                             f"(Sequential.forward), which keeps this layer's state; run this layer's own "
+                             f"forward to backpropagate through it alone")
         return self._cache
 
     def _check_dy(self, dy, expected_shape) -> None:
@@ -234,21 +260,45 @@ class Conv2D(_Parametric):
         return self.geometry(input_shape).y_shape
 
     def forward(self, x, training=True):
+        return self.forward_with_activation(x, self.activation)
+
+    def forward_with_activation(self, x, activation):
+        """``forward`` with the fused ``activation`` (None or "relu") given for this call.
+
+        ``Sequential`` runs a Conv2D followed by a ReLU layer as one convolution
+        with ``activation="relu"`` (see ``gpucnn.fusion``); backward then
+        includes the ReLU's derivative.
+        """
+        check_conv_activation(activation, self.where)
         geom = self.geometry(x.shape)
         y = self.backend.conv2d_forward(x, self.params["W"], self.params.get("b"), geom,
-                                        activation=self.activation)
-        self._cache = (x, geom, y > 0 if self.activation == "relu" else None)
+                                        activation=activation)
+        # With a ReLU, y itself is kept: y > 0 exactly where the pre-activation is, so the
+        # backward reads its mask from y (a mask array would cost a pass of its own).
+        self._cache = (x, geom, y if activation == "relu" else None)
         return y
 
     def backward(self, dy):
-        x, geom, positive = self._saved()
+        return self.backward_with_guidance(dy, guided=self.guided)
+
+    def backward_parameters(self, dy) -> None:
+        """Accumulate the gradients of W and b from dy; the input gradient is not computed."""
+        self.backward_with_guidance(dy, guided=self.guided, input_grad=False)
+
+    def backward_with_guidance(self, dy, guided: bool, input_grad: bool = True):
+        """``backward`` with the fused ReLU's ``guided`` mode given for this call (``Sequential``
+        passes that of the ReLU layer it fused); returns dx, or None unless ``input_grad``."""
+        x, geom, relu_output = self._saved()
         self._check_dy(dy, geom.y_shape)
-        if positive is not None:  # d relu(z)/dz = [z > 0], and y > 0 exactly where z > 0
-            dy = dy * ((positive & (dy > 0)) if self.guided else positive)
-        self.grads["W"] += self.backend.conv2d_backward_filter(dy, x, geom)
+        if relu_output is not None and guided:  # guided backprop also drops negative dy
+            dy = self.backend.relu_backward(dy, relu_output, guided=True)
+            relu_output = None
+        dx, dw, db = self.backend.conv2d_backward(dy, x, self.params["W"], geom, need_dx=input_grad,
+                                                  with_bias=self.use_bias, relu_output=relu_output)
+        self.grads["W"] += dw
         if self.use_bias:
-            self.grads["b"] += dy.sum(axis=(0, 2, 3))
-        return self.backend.conv2d_backward_data(dy, self.params["W"], geom)
+            self.grads["b"] += db
+        return dx
 
 
 @register
@@ -291,12 +341,15 @@ class Dense(_Parametric):
         return y
 
     def backward(self, dy):
+        self.backward_parameters(dy)
+        return self.backend.matmul(dy, self.params["W"])
+
+    def backward_parameters(self, dy) -> None:
         x = self._saved()
         self._check_dy(dy, (x.shape[0], self.out_features))
         self.grads["W"] += self.backend.matmul(dy.T, x)
         if self.use_bias:
             self.grads["b"] += dy.sum(axis=0)
-        return self.backend.matmul(dy, self.params["W"])
 
 
 class _Pool2D(Layer):
