@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 
+from . import fusion
 from .backend import get_backend
 from .layers import LAYER_TYPES, Dense, Layer
 from .npz import NpzReader, is_float_array, save_npz_atomic
@@ -27,7 +28,8 @@ class Sequential:
     """Layers applied one after the other; backward runs them in reverse.
 
     ``forward(x)`` takes a NumPy or backend array (N, ...) and returns the
-    backend array of the last layer; ``backward(dy)`` returns dx.
+    backend array of the last layer; ``backward(dy)`` returns dx (``input_grad=False``:
+    parameter gradients only). Layers run as ``gpucnn.fusion`` plans them.
     """
 
     def __init__(self, layers):
@@ -40,27 +42,47 @@ class Sequential:
             layer.name = f"layer {i} {layer!r}"
         self.backend = get_backend("cpu")
         self.input_shape = None  # (C, H, W) of the last input seen, for summary()
+        self._steps = None  # the execution plan of the last forward, which backward follows
         if layers:
             self.to(layers[0].backend)
 
     # --- running -------------------------------------------------------------
 
     def forward(self, x, training: bool = True):
-        """x (N, ...) -> output of the last layer, on this model's backend."""
+        """x (N, ...) -> output of the last layer, on this model's backend.
+
+        The layers run as ``gpucnn.fusion.plan`` groups them: a Conv2D followed
+        by a ReLU runs as one convolution with a fused ReLU, with the result of
+        the two layers.
+        """
         x = self.backend.asarray(x, dtype=self.dtype)
         self.input_shape = tuple(x.shape[1:])
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        self._steps = fusion.plan(self.layers)
+        for step in self._steps:
+            x = step.forward(x, training=training)
         return x
 
     __call__ = forward
 
-    def backward(self, dy):
-        """dy of the output -> dx of the input; parameter gradients accumulate in the layers."""
+    def backward(self, dy, input_grad: bool = True):
+        """dy of the output -> dx of the input; parameter gradients accumulate in the layers.
+
+        ``input_grad=False`` (a training step, where nothing reads dx) stops at
+        the lowest layer with parameters, which computes its parameter gradients
+        only (a Conv2D there skips its backward-data convolution), and returns None.
+        """
         dy = self.backend.asarray(dy, dtype=self.dtype)
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-        return dy
+        steps = self._steps if self._steps is not None else fusion.plan(self.layers)
+        if input_grad:
+            for step in reversed(steps):
+                dy = step.backward(dy)
+            return dy
+        lowest = next((i for i, step in enumerate(steps) if step.has_parameters), len(steps))
+        for step in reversed(steps[lowest + 1:]):
+            dy = step.backward(dy)
+        if lowest < len(steps):
+            steps[lowest].backward_parameters(dy)
+        return None
 
     # --- parameters and placement ------------------------------------------------
 

@@ -286,7 +286,7 @@ class Trainer:
                 if b == 0:
                     self._check_labels(y, out)
                 value = self.loss.forward_device(out, self._target(yb, out))
-                self.model.backward(self.loss.backward())
+                self.model.backward(self.loss.backward(), input_grad=False)
                 self._step(share)
                 stats.record(b, value, self._correct(out, yb), hi - lo)
                 notice.step_done()

@@ -83,7 +83,7 @@ def gpucnn_training_step(backend, spec: dict):
         model.zero_grad()
         out = model.forward(x, training=True)
         loss.forward(out, y)
-        model.backward(loss.backward())
+        model.backward(loss.backward(), input_grad=False)
         optimizer.step()
 
     return step
