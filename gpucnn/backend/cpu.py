@@ -7,13 +7,19 @@ writing the NCHW tensors in place (for image n, with PQ = P*Q):
                     bias is a column of the weights times a row of ones under the
                     column matrix, so the GEMM writes the finished output;
 - backward-data:    dcol (CRS, PQ) = W^T @ dy[n] (K, PQ), then col2im adds it into dx[n];
-- backward-filter:  dw (K, CRS) += dy[n] (K, PQ) @ col^T; for small images
-                    (``_filter_strategy``) one GEMM per chunk of images instead,
-                    on a K-major copy of the chunk's dy.
+- backward-filter:  [dw | db]^T (CRS+1, K) += [col; 1] @ dy[n]^T: the row of
+                    ones yields the bias gradient in the same GEMM; for small
+                    images (``_filter_strategy``) one GEMM per chunk of images
+                    instead, on a K-major copy of the chunk's dy.
+
+``conv2d_backward`` (what ``Conv2D`` calls) does all three gradients in one
+pass over the images: per image, dy masked by a fused ReLU's [y > 0] as it is
+read, im2col, the filter GEMM, then backward-data in the same column buffer;
+``conv2d_backward_filter`` is that pass without dx and db.
 
 Otherwise no operand is transposed or moved between layouts: dy[n] and y[n]
-are already the (K, PQ) matrices the GEMMs want, and BLAS reads W^T and
-col^T as they are. The column matrix of one image ((CRS+1) x PQ floats, 226 KiB
+are already the (K, PQ) matrices the GEMMs want, and BLAS reads W^T, col^T
+and dy[n]^T as they are. The column matrix of one image ((CRS+1) x PQ floats, 226 KiB
 for a 32-channel 14x14 3x3 layer) stays in the L2 cache between im2col and
 the GEMM. Measured against the previous design (one GEMM per multi-image
 chunk into a K-major buffer, then a layout pass): see ``benchmarks/RESULTS.md``,
@@ -54,12 +60,16 @@ CONV_ITEMS_PER_BATCH = 8
 ITEMS_PER_THREAD = 4
 
 # Per-shape strategy of backward-filter, the one op whose per-image GEMM
-# sums over the image's output positions (dw (K, CRS) += dy[n] (K, PQ) @ col^T):
+# sums over the image's output positions ([dw | db]^T += [col; 1] @ dy[n]^T):
 # with fewer than this many positions the GEMM is too short for BLAS, and a
 # chunk of images goes through one GEMM on a K-major copy of dy instead.
 # Forward and backward-data sum over C*R*S or K and run per image always.
-# Measured (CPU time, one thread, batch 64 (R2: 16), per-chunk / per-image):
-# L2 (P*Q = 64) 0.86; D2 and R2 (196) 1.02 and 0.96; J2 (400) 1.04, D1 (784) 1.80.
+# Measured (CPU time, one thread, batch 64 (R2: 16), per-chunk / per-image),
+# with the earlier dw (K, CRS) += dy[n] @ col^T:
+# L2 (P*Q = 64) 0.86; D2 and R2 (196) 1.02 and 0.96; J2 (400) 1.04, D1 (784) 1.80;
+# with the transposed GEMM, conv2d_backward_filter / conv2d_backward with a ReLU mask
+# (R2 at stride 1, 14x14): L2 0.76 / 0.71; D2 0.84 / 0.92; R2 0.89 / 0.92; J2 0.96 / 0.95;
+# D1 1.90 / 1.35; 32->32 channels at 28x28 (784, batch 128) 0.96 / 0.97.
 MIN_FILTER_GEMM_DEPTH = 256
 
 
@@ -234,63 +244,45 @@ class CPUBackend(Backend):
         return dx
 
     def conv2d_backward_filter(self, dy, x, geom: ConvGeometry):
-        dtype = self.check_operands("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
-        x = np.ascontiguousarray(x)
+        self.check_operands("conv2d_backward_filter", {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape)})
         if _use_winograd("backward_filter", geom):
-            return wino.winograd_backward_filter(np.ascontiguousarray(dy), x, geom)[0]
-        CRS, PQ = geom.C * geom.R * geom.S, geom.P * geom.Q
-        dy3 = np.ascontiguousarray(dy).reshape(geom.N, geom.K, PQ)
-        args = _conv_args(geom)
-        chunks = _Chunks.for_conv(geom, dtype)
-        # One partial sum per chunk, added up in chunk order: the result does not
-        # depend on which thread ran which chunk.
-        partial = np.zeros((chunks.count, geom.K, CRS), dtype)
-
-        def per_image(chunk, images):
-            col = _column_buffer(CRS, PQ, dtype)[:CRS]
-            term = _thread_buffer("dw", (geom.K, CRS), dtype)
-            for n in images:
-                kern.im2col(x, n, col, *args)
-                np.matmul(dy3[n], col.T, out=term)
-                partial[chunk] += term
-
-        def per_chunk(chunk, images):
-            col = _chunk_view("col_chunk", CRS, images, PQ, dtype)
-            dyk = _chunk_view("k_major", geom.K, images, PQ, dtype)
-            kern.im2col(x, images.start, col, *args)
-            kern.nchw_to_k_major(dy3, images.start, dyk)
-            np.matmul(dyk, col.T, out=partial[chunk])
-
-        chunks.run(per_image if _filter_strategy(geom) == "image" else per_chunk)
-        return partial.sum(axis=0).reshape(geom.w_shape)
+            return wino.winograd_backward_filter(np.ascontiguousarray(dy), np.ascontiguousarray(x), geom)[0]
+        return self._backward_pass(dy, x, None, geom, need_dx=False, with_bias=False, relu_output=None)[1]
 
     def conv2d_backward(self, dy, x, w, geom: ConvGeometry, need_dx=True, with_bias=True, relu_output=None):
-        """All of a convolution's gradients in one pass over the images (see ``Backend.conv2d_backward``).
-
-        Per image (per chunk of images for ``_filter_strategy`` "chunk"): the ReLU
-        mask applied to dy while it is copied into a thread buffer, im2col, one
-        GEMM [dW | db] += dy[n] @ [col; 1]^T (the bias gradient is the product
-        with the column buffer's row of ones, so dy is not read again for it),
-        and dx[n] = col2im(W^T @ dy[n]) in the same buffer. The partial sums are
-        added up as in ``conv2d_backward_filter``: per chunk, then over the chunks
-        in order.
-        """
+        """All of a convolution's gradients in one pass over the images (see ``Backend.conv2d_backward``)."""
         arrays = {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape), "w": (w, geom.w_shape)}
         if relu_output is not None:
             arrays["relu_output"] = (relu_output, geom.y_shape)
-        dtype = self.check_operands("conv2d_backward", arrays)
+        self.check_operands("conv2d_backward", arrays)
+        return self._backward_pass(dy, x, w, geom, need_dx, with_bias, relu_output)
+
+    def _backward_pass(self, dy, x, w, geom: ConvGeometry, need_dx, with_bias, relu_output):
+        """(dx or None, dw, db or None) from checked operands, in one pass over the images.
+
+        Per image (per chunk of images for ``_filter_strategy`` "chunk"): dy, with
+        the ReLU mask [relu_output > 0] applied as it is copied, as a K-major
+        matrix g (K, PQ); im2col; one GEMM [dW | db]^T += [col; 1] @ g^T (the
+        bias gradient is the product with the column buffer's row of ones, so dy
+        is not read again for it; the transposed product, (CRS+1, K), runs
+        1.1-1.5x faster in OpenBLAS than g @ [col; 1]^T on the shapes of
+        ``gpucnn bench``); then dx = col2im(W^T @ g) through the same buffer.
+        One partial sum per chunk, added up in chunk order: the result does not
+        depend on which thread ran which chunk.
+        """
+        dtype = dy.dtype
         x = np.ascontiguousarray(x)
         K, CRS, PQ = geom.K, geom.C * geom.R * geom.S, geom.P * geom.Q
         rows = CRS + 1 if with_bias else CRS  # the column rows the filter GEMM reads: [col; 1] or col
         dy3 = np.ascontiguousarray(dy).reshape(geom.N, K, PQ)
         y3 = None if relu_output is None else np.ascontiguousarray(relu_output).reshape(geom.N, K, PQ)
-        wt = np.ascontiguousarray(w).reshape(K, CRS).T
+        wt = np.ascontiguousarray(w).reshape(K, CRS).T if need_dx else None
         dx = np.empty(geom.x_shape, dtype) if need_dx else None
         args = _conv_args(geom)
         chunks = _Chunks.for_conv(geom, dtype)
-        partial = np.zeros((chunks.count, K, rows), dtype)
+        partial = np.zeros((chunks.count, rows, K), dtype)
 
-        def gradient_of_images(images, out):
+        def gradient_of(images, out):
             """dy of ``images`` as a K-major (K, len(images)*PQ) matrix: masked into ``out``, or
             (one image, no mask) dy's own plane."""
             if y3 is not None:
@@ -301,37 +293,33 @@ class CPUBackend(Backend):
             kern.nchw_to_k_major(dy3, images.start, out)
             return out
 
-        def input_gradient(g, images, dcol):
-            """dx of ``images`` from their K-major dy ``g``, through ``dcol`` (CRS, len(images)*PQ)."""
-            np.matmul(wt, g, out=dcol)
-            kern.col2im(dcol, images.start, dx, *args)
+        def gradients(g, images, col, out):
+            """``out`` = [col; 1]^T-product of ``images`` (col filled here), then their dx through col."""
+            kern.im2col(x, images.start, col[:CRS], *args)
+            np.matmul(col[:rows], g.T, out=out)
+            if dx is not None:
+                np.matmul(wt, g, out=col[:CRS])
+                kern.col2im(col[:CRS], images.start, dx, *args)
 
         def per_image(chunk, images):
             col = _column_buffer(CRS, PQ, dtype)
-            term = _thread_buffer("dw", (K, rows), dtype)
+            term = _thread_buffer("dw", (rows, K), dtype)
             masked = _thread_buffer("k_major", (K, PQ), dtype)
             for n in images:
                 image = range(n, n + 1)
-                g = gradient_of_images(image, masked)
-                kern.im2col(x, n, col[:CRS], *args)
-                np.matmul(g, col[:rows].T, out=term)
+                gradients(gradient_of(image, masked), image, col, term)
                 partial[chunk] += term
-                if dx is not None:
-                    input_gradient(g, image, col[:CRS])
 
         def per_chunk(chunk, images):
             col = _chunk_view("col_chunk", CRS + 1, images, PQ, dtype)
             col[CRS] = 1
-            g = gradient_of_images(images, _chunk_view("k_major", K, images, PQ, dtype))
-            kern.im2col(x, images.start, col[:CRS], *args)
-            np.matmul(g, col[:rows].T, out=partial[chunk])
-            if dx is not None:
-                input_gradient(g, images, col[:CRS])
+            gradients(gradient_of(images, _chunk_view("k_major", K, images, PQ, dtype)), images, col,
+                      partial[chunk])
 
         chunks.run(per_image if _filter_strategy(geom) == "image" else per_chunk)
         total = partial.sum(axis=0)
-        dw = np.ascontiguousarray(total[:, :CRS]).reshape(geom.w_shape)
-        return dx, dw, (total[:, CRS].copy() if with_bias else None)
+        dw = np.ascontiguousarray(total[:CRS].T).reshape(geom.w_shape)
+        return dx, dw, (total[CRS].copy() if with_bias else None)
 
     # --- pooling ----------------------------------------------------------
 
