@@ -269,7 +269,6 @@ class Conv2D(_Parametric):
         with ``activation="relu"`` (see ``gpucnn.fusion``); backward then
         includes the ReLU's derivative.
         """
-        check_conv_activation(activation, self.where)
         geom = self.geometry(x.shape)
         y = self.backend.conv2d_forward(x, self.params["W"], self.params.get("b"), geom,
                                         activation=activation)

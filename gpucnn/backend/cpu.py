@@ -258,7 +258,8 @@ class CPUBackend(Backend):
         return self._backward_pass(dy, x, w, geom, need_dx, with_bias, relu_output)
 
     def _backward_pass(self, dy, x, w, geom: ConvGeometry, need_dx, with_bias, relu_output):
-        """(dx or None, dw, db or None) from checked operands, in one pass over the images.
+        """(dx or None, dw, db or None) from checked operands, in one pass over the images
+        (``w`` may be None when ``need_dx`` is false).
 
         Per image (per chunk of images for ``_filter_strategy`` "chunk"): dy, with
         the ReLU mask [relu_output > 0] applied as it is copied, as a K-major
