@@ -324,6 +324,7 @@ for col_bytes in (cpu_module.COL_BYTES, 1):           # whole batch, and one ima
         cpu.conv2d_forward(x, w, np.ones(g.K, np.float32), g)
         cpu.conv2d_backward_data(dy, w, g)
         cpu.conv2d_backward_filter(dy, x, g)
+        cpu.conv2d_backward(dy, x, w, g, relu_output=dy)
 for _, x_shape, kernel, stride, padding in POOL_CASES:
     g = PoolGeometry.from_shape(x_shape, kernel, stride, padding)
     x, dy = rng.standard_normal(x_shape, np.float32), rng.standard_normal(g.y_shape, np.float32)
