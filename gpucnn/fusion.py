@@ -11,7 +11,9 @@ The plan is a list of steps built from the layer list at every forward
   dy on its way into the GEMMs instead of in a pass of the ReLU's own. The
   results are those of the two layers run one after the other: y = max(z, 0)
   takes the value of ReLU's z * [z > 0] (the sign of a zero aside), and the
-  masked dy is the same product dy * [y > 0] with [y > 0] = [z > 0].
+  masked dy is the same product dy * [y > 0] with [y > 0] = [z > 0]. The
+  ReLU's ``guided`` flag (guided backpropagation) is read when backward runs,
+  as the ReLU's own backward reads it.
 
 Only ``Sequential.forward``/``backward`` run the plan. Explanations, feature
 map plots and anything else that calls layers one by one run each layer's own
