@@ -21,10 +21,13 @@ from reference import conv2d_backward_data_ref, conv2d_backward_filter_ref
 
 # (x shape, (K, R, S), stride, padding, dilation): both backward-filter strategies of the cpu
 # backend (per image from 256 output positions, per chunk below), strides, dilation, no padding,
-# a batch that leaves a short last chunk.
+# a batch that leaves a short last chunk, and the channel counts where the cpu backend runs
+# backward-filter alone, or both backward ops, by Winograd (``cpu.WINOGRAD_MIN_CHANNELS``).
 GEOMETRIES = {
     "per_image_3x3": ((3, 2, 16, 17), (4, 3, 3), 1, 1, 1),
     "per_chunk_3x3": ((11, 3, 6, 7), (5, 3, 3), 1, 1, 1),
+    "winograd_filter": ((2, 8, 6, 7), (8, 3, 3), 1, 1, 1),
+    "winograd_both": ((3, 16, 7, 6), (8, 3, 3), 1, 1, 1),
     "stride2_5x5": ((2, 3, 9, 8), (2, 5, 5), 2, 2, 1),
     "dilated_nopad": ((2, 2, 8, 9), (3, 3, 2), 1, 0, 2),
 }
@@ -96,12 +99,13 @@ def test_combined_backward_refuses_a_mask_of_the_wrong_shape(backend, rng):
 
 # --- Conv+ReLU fusion in Sequential --------------------------------------------------------------
 
-def _digits_like(seed=0):
-    """Two Conv+ReLU pairs (the first one at the bottom), pooling, dropout and a dense head."""
+def _digits_like(seed=0, width=4):
+    """Three Conv+ReLU pairs (the first one at the bottom), pooling, dropout and a dense head;
+    ``width`` channels in the hidden layers (16: the upper convolutions run by Winograd on cpu)."""
     return gc.Sequential([
-        gc.Conv2D(1, 4, 3, padding=1, rng=seed), gc.ReLU(),
-        gc.Conv2D(4, 4, 3, padding=1, rng=seed + 1), gc.ReLU(), gc.MaxPool2D(2),
-        gc.Conv2D(4, 6, 3, padding=1, rng=seed + 2), gc.ReLU(), gc.MaxPool2D(2),
+        gc.Conv2D(1, width, 3, padding=1, rng=seed), gc.ReLU(),
+        gc.Conv2D(width, width, 3, padding=1, rng=seed + 1), gc.ReLU(), gc.MaxPool2D(2),
+        gc.Conv2D(width, 6, 3, padding=1, rng=seed + 2), gc.ReLU(), gc.MaxPool2D(2),
         gc.Flatten(), gc.Dropout(0.25, rng=seed), gc.Dense(6 * 4 * 4, 3, rng=seed + 3),
     ])
 
@@ -134,14 +138,14 @@ def _layer_by_layer(model, x, dy, training):
     return h, g
 
 
-def _run_both(backend, dtype, rng, guided=False, training=True):
+def _run_both(backend, dtype, rng, guided=False, training=True, width=4):
     """(fused, unfused) results of one forward and backward of two identical models:
     each a dict of the output, dx and every gradient, on the host."""
     x = rng.standard_normal((5, 1, 16, 16)).astype(dtype)
     dy = rng.standard_normal((5, 3)).astype(dtype)
     results = []
     for fused in (True, False):
-        model = _digits_like().to(backend, dtype=dtype)
+        model = _digits_like(width=width).to(backend, dtype=dtype)
         with guided_relus(model) if guided else _nothing():
             if fused:
                 out = model.forward(x, training=training)
@@ -162,18 +166,20 @@ class _nothing:
         return False
 
 
+@pytest.mark.parametrize("width", [4, 16], ids=["im2col", "winograd"])
 @pytest.mark.parametrize("guided", [False, True], ids=["plain", "guided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_model_equals_the_layers_run_one_by_one(backend, dtype, guided, rng):
+def test_fused_model_equals_the_layers_run_one_by_one(backend, dtype, guided, width, rng):
     """Same output, dx and parameter gradients with and without the plan.
 
-    On the cpu backend they are equal exactly: the fused forward clamps with
-    max(z, 0) where ReLU computes z * [z > 0] (equal values; only the sign of
-    a zero may differ), and backward feeds the same products dy * [y > 0],
-    [y > 0] = [z > 0], into the same combined convolution backward. Other
-    backends may pick another kernel for the fused forward: 1e-6 there.
+    On the cpu backend they are equal exactly: the fused forward clamps each
+    output inside the convolution, the ReLU layer in a pass of its own (equal
+    values; only the sign of a zero may differ), and backward feeds the same
+    products dy * [y > 0], [y > 0] = [z > 0], into the same convolution
+    backward. Other backends may pick another kernel for the fused forward:
+    1e-6 there.
     """
-    fused, unfused = _run_both(backend, dtype, rng, guided=guided)
+    fused, unfused = _run_both(backend, dtype, rng, guided=guided, width=width)
     assert fused.keys() == unfused.keys()
     for key in fused:
         if backend.name == "cpu":

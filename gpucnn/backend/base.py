@@ -164,7 +164,7 @@ class Backend:
         if relu_output is not None:
             self.check_operands("conv2d_backward", {"dy": (dy, geom.y_shape),
                                                     "relu_output": (relu_output, geom.y_shape)})
-            dy = dy * (relu_output > 0)
+            dy = self.relu_backward(dy, relu_output)
         dw = self.conv2d_backward_filter(dy, x, geom)
         db = dy.sum(axis=(0, 2, 3)) if with_bias else None
         dx = self.conv2d_backward_data(dy, w, geom) if need_dx else None

@@ -15,7 +15,8 @@ writing the NCHW tensors in place (for image n, with PQ = P*Q):
 ``conv2d_backward`` (what ``Conv2D`` calls) does all three gradients in one
 pass over the images: per image, dy masked by a fused ReLU's [y > 0] as it is
 read, im2col, the filter GEMM, then backward-data in the same column buffer;
-``conv2d_backward_filter`` is that pass without dx and db.
+``conv2d_backward_filter`` is that pass without dx and db. (Where Winograd
+runs a backward op, see below, it runs that op instead.)
 
 Otherwise no operand is transposed or moved between layouts: dy[n] and y[n]
 are already the (K, PQ) matrices the GEMMs want, and BLAS reads W^T, col^T
@@ -250,12 +251,25 @@ class CPUBackend(Backend):
         return self._backward_pass(dy, x, None, geom, need_dx=False, with_bias=False, relu_output=None)[1]
 
     def conv2d_backward(self, dy, x, w, geom: ConvGeometry, need_dx=True, with_bias=True, relu_output=None):
-        """All of a convolution's gradients in one pass over the images (see ``Backend.conv2d_backward``)."""
+        """All of a convolution's gradients (see ``Backend.conv2d_backward``): one im2col pass over
+        the images (``_backward_pass``); where Winograd runs backward-filter or backward-data
+        (``_use_winograd``), dy masked in one pass (``relu_backward``), then each gradient by the
+        op that runs it (Winograd's backward-filter yields the bias gradient too)."""
         arrays = {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape), "w": (w, geom.w_shape)}
         if relu_output is not None:
             arrays["relu_output"] = (relu_output, geom.y_shape)
         self.check_operands("conv2d_backward", arrays)
-        return self._backward_pass(dy, x, w, geom, need_dx, with_bias, relu_output)
+        winograd_filter = _use_winograd("backward_filter", geom)
+        if not winograd_filter and not (need_dx and _use_winograd("backward_data", geom)):
+            return self._backward_pass(dy, x, w, geom, need_dx, with_bias, relu_output)
+        dy = np.ascontiguousarray(dy) if relu_output is None else self.relu_backward(dy, relu_output)
+        if winograd_filter:
+            dw, db = wino.winograd_backward_filter(dy, np.ascontiguousarray(x), geom)
+        else:
+            _, dw, db = self._backward_pass(dy, x, None, geom, need_dx=False, with_bias=with_bias,
+                                            relu_output=None)
+        dx = self.conv2d_backward_data(dy, w, geom) if need_dx else None
+        return dx, dw, (db if with_bias else None)
 
     def _backward_pass(self, dy, x, w, geom: ConvGeometry, need_dx, with_bias, relu_output):
         """(dx or None, dw, db or None) from checked operands, in one pass over the images
