@@ -97,6 +97,27 @@ def test_combined_backward_refuses_a_mask_of_the_wrong_shape(backend, rng):
         backend.conv2d_backward(dy, x, w, geom, relu_output=y[:, :, 1:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_forward_has_the_bits_of_the_relu_op(backend, dtype, rng):
+    """conv2d_forward(activation="relu") == relu_forward(conv2d_forward(...)) with NaNs kept, for
+    the im2col and the Winograd forward; on cpu equal values, and for im2col the same bits (the
+    sign of a zero too: both compute y * [y > 0])."""
+    for name in ("per_chunk_3x3", "winograd_both"):
+        geom, x, w, _, _ = _operands(backend, name, dtype, rng)
+        host_x = backend.to_numpy(x).copy()
+        host_x[0, 0, 2, 3] = np.nan  # poisons the outputs whose window holds it
+        x = backend.asarray(host_x)
+        fused = backend.to_numpy(backend.conv2d_forward(x, w, None, geom, activation="relu"))
+        want = backend.to_numpy(backend.relu_forward(backend.conv2d_forward(x, w, None, geom)))
+        assert np.isnan(want).any() and (want == 0).mean() > 0.2
+        if backend.name != "cpu":
+            np.testing.assert_allclose(fused, want, rtol=1e-6, atol=1e-6)
+            continue
+        np.testing.assert_array_equal(fused, want)  # NaN where NaN, +0 == -0
+        if backend.conv_algorithm("forward", geom).startswith("im2col"):
+            np.testing.assert_array_equal(fused.view(f"u{fused.itemsize}"), want.view(f"u{want.itemsize}"))
+
+
 # --- Conv+ReLU fusion in Sequential --------------------------------------------------------------
 
 def _digits_like(seed=0, width=4):

@@ -322,6 +322,7 @@ for col_bytes in (cpu_module.COL_BYTES, 1):           # whole batch, and one ima
         x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
         dy = rng.standard_normal(g.y_shape, np.float32)
         cpu.conv2d_forward(x, w, np.ones(g.K, np.float32), g)
+        cpu.conv2d_forward(x, w, None, g, activation="relu")
         cpu.conv2d_backward_data(dy, w, g)
         cpu.conv2d_backward_filter(dy, x, g)
         cpu.conv2d_backward(dy, x, w, g, relu_output=dy)

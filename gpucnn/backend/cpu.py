@@ -220,7 +220,7 @@ class CPUBackend(Backend):
                 kern.im2col(x, n, col[:CRS], *args)
                 np.matmul(w_bias, col, out=y[n])
                 if activation == "relu":  # while y[n] is still in cache
-                    np.maximum(y[n], 0, out=y[n])
+                    kern.relu_in_place(y[n].reshape(-1))
 
         _Chunks.for_conv(geom, dtype).run(work)
         return y.reshape(geom.y_shape)

@@ -380,6 +380,20 @@ def avg_pool2d_backward(dy, R, S, sh, sw, ph, pw, dx):
 # Unsigned indices, as above: with signed ones these loops ran at half the speed (not vectorised).
 
 @njit(cache=True, nogil=True)
+def relu_in_place(y):
+    """y = y * (y > 0) (``relu_forward``'s formula: the same bits), y (size,).
+
+    The clamp of a convolution's output with a fused ReLU, on one image's
+    plane while it is in cache. ``relu_forward(y, y, ...)`` does the same, but
+    with two arrays that may alias LLVM leaves the loop scalar: 3x slower
+    (128 planes of 32x784 floats, one thread: 0.94 against 2.96 ms).
+    """
+    for i in range(y.size):
+        v = y[i]
+        y[i] = v * (v > 0)
+
+
+@njit(cache=True, nogil=True)
 def relu_forward(x, y, start, stop):
     """y[i] = x[i] * (x[i] > 0) for i in [start, stop): x, y (size,).
 
