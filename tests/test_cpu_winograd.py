@@ -79,6 +79,40 @@ def test_winograd_matches_loop_reference(rng, chunking, case, dtype):
     assert rel_err(db, dy.astype(np.float64).sum(axis=(0, 2, 3))) < TOL[dtype]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=CASE_IDS)
+def test_winograd_backward_masks_dy_as_it_reads(rng, chunking, case, dtype):
+    """With relu_output, both backward ops give the gradients of dy * (relu_output > 0): the same
+    bits as masking dy first (NumPy, relu_backward's formula), and the float64 loop references."""
+    _, x_shape, K, padding = case
+    geom, x, w, _, dy = operands(rng, x_shape, K, padding, dtype)
+    relu_output = np.maximum(rng.standard_normal(geom.y_shape), 0).astype(dtype)  # about half zero
+    masked = dy * (relu_output > 0)
+    dx = wino.winograd_backward_data(dy, w, geom, relu_output)
+    np.testing.assert_array_equal(dx, wino.winograd_backward_data(masked, w, geom))
+    assert rel_err(dx, conv2d_backward_data_ref(masked, w, geom.x_shape, 1, padding)) < TOL[dtype]
+    dw, db = wino.winograd_backward_filter(dy, x, geom, relu_output)
+    dw_first, db_first = wino.winograd_backward_filter(masked, x, geom)
+    np.testing.assert_array_equal(dw, dw_first)
+    np.testing.assert_array_equal(db, db_first)
+    assert rel_err(dw, conv2d_backward_filter_ref(masked, x, 3, 1, padding)) < TOL[dtype]
+    assert rel_err(db, masked.astype(np.float64).sum(axis=(0, 2, 3))) < TOL[dtype]
+
+
+def test_winograd_backward_mask_keeps_nan_and_sign(rng):
+    """A NaN gradient under a zero output stays NaN and a negative one becomes -0, as in relu_backward."""
+    geom, x, w, _, dy = operands(rng, (1, 2, 4, 4), 3, 1, np.float32)
+    relu_output = np.zeros(geom.y_shape, np.float32)
+    dy[0, 0, 1, 1] = np.nan
+    masked = gc.get_backend("cpu").relu_backward(dy, relu_output)
+    assert np.isnan(masked[0, 0, 1, 1]) and np.signbit(masked[dy < 0]).all()
+    np.testing.assert_array_equal(wino.winograd_backward_data(dy, w, geom, relu_output),
+                                  wino.winograd_backward_data(masked, w, geom))
+    for got, want in zip(wino.winograd_backward_filter(dy, x, geom, relu_output),
+                         wino.winograd_backward_filter(masked, x, geom)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_winograd_relu_keeps_nan(rng):
     """ReLU after Winograd lets a NaN through, as np.maximum does in the im2col path."""
     geom, x, w, b, _ = operands(rng, (1, 2, 4, 4), 3, 1, np.float32)
@@ -176,8 +210,10 @@ for chunk_bytes in (wino.CHUNK_BYTES, 1):               # whole images, and band
         x, w = rng.standard_normal(g.x_shape, np.float32), rng.standard_normal(g.w_shape, np.float32)
         dy = rng.standard_normal(g.y_shape, np.float32)
         wino.winograd_forward(x, w, np.ones(K, np.float32), g, "relu")
-        wino.winograd_backward_data(dy, w, g)
-        wino.winograd_backward_filter(dy, x, g)
+        relu_output = np.maximum(rng.standard_normal(g.y_shape, np.float32), 0)
+        for mask in (None, relu_output):
+            wino.winograd_backward_data(dy, w, g, mask)
+            wino.winograd_backward_filter(dy, x, g, mask)
 print("in bounds")
 """
 

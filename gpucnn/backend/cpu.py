@@ -253,28 +253,35 @@ class CPUBackend(Backend):
     def conv2d_backward(self, dy, x, w, geom: ConvGeometry, need_dx=True, with_bias=True, relu_output=None):
         """All of a convolution's gradients (see ``Backend.conv2d_backward``): one im2col pass over
         the images (``_backward_pass``); where Winograd runs backward-filter or backward-data
-        (``_use_winograd``), dy masked in one pass (``relu_backward``), then each gradient by the
-        op that runs it (Winograd's backward-filter yields the bias gradient too)."""
+        (``_use_winograd``), each gradient by the op that runs it (Winograd's backward-filter
+        yields the bias gradient too), each applying the ReLU mask as it reads dy; only
+        im2col's backward-data beside Winograd's backward-filter takes dy masked in a pass of its
+        own (``relu_backward``)."""
         arrays = {"dy": (dy, geom.y_shape), "x": (x, geom.x_shape), "w": (w, geom.w_shape)}
         if relu_output is not None:
             arrays["relu_output"] = (relu_output, geom.y_shape)
         self.check_operands("conv2d_backward", arrays)
         winograd_filter = _use_winograd("backward_filter", geom)
-        if not winograd_filter and not (need_dx and _use_winograd("backward_data", geom)):
+        winograd_data = need_dx and _use_winograd("backward_data", geom)
+        if not winograd_filter and not winograd_data:
             return self._backward_pass(dy, x, w, geom, need_dx, with_bias, relu_output)
-        if relu_output is None:
-            dy = np.ascontiguousarray(dy)
-        else:
-            # Into a buffer kept from call to call: a fresh array each training step would
-            # page-fault its way into memory again (digits step, one thread: 1600 -> 340 minor
-            # faults per step, about 1.5 ms).
-            dy = self._relu_backward_into(dy, relu_output, _thread_buffer("relu_masked_dy", dy.shape, dy.dtype))
+        dy = np.ascontiguousarray(dy)
+        mask = None if relu_output is None else np.ascontiguousarray(relu_output)
         if winograd_filter:
-            dw, db = wino.winograd_backward_filter(dy, np.ascontiguousarray(x), geom)
+            dw, db = wino.winograd_backward_filter(dy, np.ascontiguousarray(x), geom, mask)
         else:
             _, dw, db = self._backward_pass(dy, x, None, geom, need_dx=False, with_bias=with_bias,
-                                            relu_output=None)
-        dx = self.conv2d_backward_data(dy, w, geom) if need_dx else None
+                                            relu_output=mask)
+        dx = None
+        if winograd_data:
+            dx = wino.winograd_backward_data(dy, w, geom, mask)
+        elif need_dx:
+            if mask is not None:
+                # im2col's backward-data takes no mask: dy masked once, into a buffer kept from
+                # call to call (a fresh array each training step would page-fault its way into
+                # memory again: digits step, one thread, 1600 -> 340 minor faults per step).
+                dy = self._relu_backward_into(dy, mask, _thread_buffer("relu_masked_dy", dy.shape, dy.dtype))
+            dx = self.conv2d_backward_data(dy, w, geom)
         return dx, dw, (db if with_bias else None)
 
     def _backward_pass(self, dy, x, w, geom: ConvGeometry, need_dx, with_bias, relu_output):

@@ -133,10 +133,18 @@ class _Blocking:
 # plane is first copied into a zero-bordered scratch (contiguous row copies)
 # so that pass has no bounds checks.
 
+@njit(cache=True, nogil=True, inline="always")
+def _masked(values, relu_output, i, masked):
+    """values[i], or with ``masked`` values[i] * (relu_output[i] > 0): ``relu_backward``'s formula
+    (the same bits: a NaN stays NaN, a gradient under a zero output becomes a signed zero)."""
+    return values[i] * (relu_output[i] > 0) if masked else values[i]
+
+
 @njit(cache=True, nogil=True)
-def _fill_plane(src, src0, H, W, top, left, plane):
+def _fill_plane(src, mask, masked, src0, H, W, top, left, plane):
     """``plane`` (Hp, Wp) = zeros with the H x W plane at ``src[src0:]`` (flat) copied in at
-    (top, left); ``top`` may be negative: rows falling outside the Hp rows are skipped (a band)."""
+    (top, left), with ``masked`` src * (mask > 0) (``_masked``; mask flat, src's size);
+    ``top`` may be negative: rows falling outside the Hp rows are skipped (a band)."""
     Hp, Wp = plane.shape
     pf = plane.ravel()
     for i in range(Hp * Wp):
@@ -144,8 +152,12 @@ def _fill_plane(src, src0, H, W, top, left, plane):
     for h in range(max(0, -top), min(H, Hp - top)):
         dst = uint64((top + h) * Wp + left)
         row = uint64(src0 + h * W)
-        for j in range(W):
-            pf[dst + uint64(j)] = src[row + uint64(j)]
+        if masked:
+            for j in range(W):
+                pf[dst + uint64(j)] = _masked(src, mask, row + uint64(j), True)
+        else:  # a plain copy loop, apart: LLVM vectorises it
+            for j in range(W):
+                pf[dst + uint64(j)] = src[row + uint64(j)]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -194,9 +206,10 @@ def _store_patch_transform(pf, r0, Wp, vf, o, pitch):
 
 
 @njit(cache=True, nogil=True)
-def input_transform(x, n0, ty0, ph, pw, TW, plane, T, V):
+def input_transform(x, relu_output, masked, n0, ty0, ph, pw, TW, plane, T, V):
     """V[xi, c*T + i*TH*TW + ty*TW + tx] = (B^T d B)[xi] of the 4x4 patch d of tile (ty0 + ty, tx)
-    of image n0+i, for the TH tile rows from ty0: V[xi] as a (C, T) matrix.
+    of image n0+i, for the TH tile rows from ty0: V[xi] as a (C, T) matrix; with ``masked``,
+    of x * (relu_output > 0) (relu_output has x's shape; not read otherwise).
 
     x (N, C, H, W); ``plane`` a (2*TH + 2, 2*TW + 2) scratch; V (16, >= C*T) (``_slots``),
     T = nb*TH*TW tiles of nb images.
@@ -205,12 +218,13 @@ def input_transform(x, n0, ty0, ph, pw, TW, plane, T, V):
     TH = plane.shape[0] // 2 - 1
     nb = T // (TH * TW)
     xf = x.ravel()
+    yf = relu_output.ravel()
     vf = V.ravel()
     Wp = plane.shape[1]
     pf = plane.ravel()
     for i in range(nb):
         for c in range(C):
-            _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, plane)
+            _fill_plane(xf, yf, masked, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, plane)
             for ty in range(TH):
                 out = c * T + (i * TH + ty) * TW
                 for tx in range(TW):
@@ -234,7 +248,7 @@ def input_transform_tile_major(x, n0, ty0, ph, pw, TW, planes, T, V):
     pf = planes.ravel()
     for i in range(nb):
         for c in range(C):
-            _fill_plane(xf, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, planes[c])
+            _fill_plane(xf, xf, False, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, planes[c])
         for ty in range(TH):
             for tx in range(TW):
                 out = ((i * TH + ty) * TW + tx) * C
@@ -346,17 +360,19 @@ def _add_row_sums(rows, out):
 
 
 @njit(cache=True, nogil=True)
-def _gradient_corners(dy, n0, ty0, TH, TW, T, Z):
+def _gradient_corners(dy, relu_output, masked, n0, ty0, TH, TW, T, Z):
     """Z[0] = g00, Z[3] = -g01, Z[12] = -g10, Z[15] = g11 for each 2x2 tile g of dy[n0+i, k] in the
-    TH tile rows from ty0 (zero beyond P, Q): the corners of A g A^T, its only single-entry values.
+    TH tile rows from ty0 (zero beyond P, Q): the corners of A g A^T, its only single-entry values;
+    with ``masked``, of dy * (relu_output > 0) (``_masked``).
 
-    dy (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles; only those four rows of Z are written.
+    dy, relu_output (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles; only those four rows of Z are written.
     """
     K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
     KT = Z.shape[1]           # the distance between two rows of Z
     nb = T // (TH * TW)
     full_tx = Q // 2          # tiles with both columns inside; an odd Q adds one with the left only
     gf = dy.ravel()
+    yf = relu_output.ravel()
     zf = Z.ravel()
     zero = np.zeros(1, Z.dtype)[0]
     for i in range(nb):
@@ -370,10 +386,10 @@ def _gradient_corners(dy, n0, ty0, TH, TW, T, Z):
                 for tx in range(TW):
                     left = row0 + uint64(2 * tx)
                     right = tx < full_tx
-                    g00 = gf[left]
-                    g01 = gf[left + uint64(1)] if right else zero
-                    g10 = gf[left + uint64(Q)] if second_row else zero
-                    g11 = gf[left + uint64(Q + 1)] if second_row and right else zero
+                    g00 = _masked(gf, yf, left, masked)
+                    g01 = _masked(gf, yf, left + uint64(1), masked) if right else zero
+                    g10 = _masked(gf, yf, left + uint64(Q), masked) if second_row else zero
+                    g11 = _masked(gf, yf, left + uint64(Q + 1), masked) if second_row and right else zero
                     o = out + uint64(tx)
                     zf[o] = g00
                     zf[o + uint64(3 * KT)] = -g01
@@ -382,16 +398,16 @@ def _gradient_corners(dy, n0, ty0, TH, TW, T, Z):
 
 
 @njit(cache=True, nogil=True)
-def gradient_transform(dy, n0, ty0, TH, TW, T, Z):
+def gradient_transform(dy, relu_output, masked, n0, ty0, TH, TW, T, Z):
     """Z[xi, k*T + tile] = (A g A^T)[xi] of each 2x2 tile g of dy[n0+i, k] in the TH tile rows from
-    ty0 (zero beyond P, Q).
+    ty0 (zero beyond P, Q); with ``masked``, of dy * (relu_output > 0) (``_masked``).
 
-    dy (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles. The four corners come from dy (one
+    dy, relu_output (N, K, P, Q); Z (16, >= K*T), T = nb*TH*TW tiles. The four corners come from dy (one
     scalar pass); the other twelve entries are sums and differences of them, each a flat loop
     over all of Z[xi] (K*T values) that LLVM vectorises, where a loop per tile row would be too
     short to.
     """
-    _gradient_corners(dy, n0, ty0, TH, TW, T, Z)
+    _gradient_corners(dy, relu_output, masked, n0, ty0, TH, TW, T, Z)
     zf = Z.ravel()
     n = dy.shape[1] * T
     s = Z.shape[1]            # the distance between two rows of Z
@@ -435,10 +451,10 @@ def _filter_transform(w, dtype) -> np.ndarray:
     return np.ascontiguousarray(U.reshape(cout, cin, 16).transpose(2, 0, 1), dtype=dtype)
 
 
-def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
+def _convolve(x, U, bias, pad, out_shape, activation, relu_output=None) -> np.ndarray:
     """y = the 3x3 stride-1 convolution of x (N, Cin, H, W) by the filter whose transform is
     U (16, Cout, Cin), padding ``pad`` (ph, pw), plus ``bias`` (Cout,), then ``activation``;
-    y has ``out_shape`` (N, Cout, P, Q)."""
+    y has ``out_shape`` (N, Cout, P, Q). With ``relu_output`` (x's shape), of x * (relu_output > 0)."""
     N, cin = x.shape[:2]
     cout, P, Q = out_shape[1:]
     dtype = x.dtype
@@ -446,6 +462,8 @@ def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
     TW = blocking.TW
     y = np.empty(out_shape, dtype)
     relu = activation == "relu"
+    masked = relu_output is not None
+    mask = relu_output if masked else x
 
     def work(chunk, images):
         for ty0, rows in blocking.bands():
@@ -453,7 +471,7 @@ def _convolve(x, U, bias, pad, out_shape, activation) -> np.ndarray:
             V, V3 = _slots("winograd_V", cin, T, dtype)
             M, M3 = _slots("winograd_M", cout, T, dtype)
             plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
-            input_transform(x, images.start, ty0, pad[0], pad[1], TW, plane, T, V)
+            input_transform(x, mask, masked, images.start, ty0, pad[0], pad[1], TW, plane, T, V)
             np.matmul(U, V3, out=M3)
             output_transform(M, T, images.start, ty0, rows, TW, bias, relu, y)
 
@@ -474,23 +492,26 @@ def winograd_forward(x, w, b, geom: ConvGeometry, activation=None) -> np.ndarray
     return _convolve(x, U, bias, geom.pad, geom.y_shape, activation)
 
 
-def winograd_backward_data(dy, w, geom: ConvGeometry) -> np.ndarray:
+def winograd_backward_data(dy, w, geom: ConvGeometry, relu_output=None) -> np.ndarray:
     """dx = d(sum y*dy)/dx by Winograd: the forward routine on dy with the flipped, transposed filter.
 
-    dy (N, K, P, Q), w (K, C, 3, 3) -> dx (N, C, H, W); ``geom`` must satisfy ``applies``.
+    dy (N, K, P, Q), w (K, C, 3, 3) -> dx (N, C, H, W); ``geom`` must satisfy ``applies``. With
+    ``relu_output`` (dy's shape, C-contiguous: a fused ReLU's output), of dy * (relu_output > 0)
+    (``relu_backward``'s mask, applied as dy is read: no pass of its own).
     """
     _check_applies(geom, "winograd_backward_data")
     U = _filter_transform(np.swapaxes(w, 0, 1)[:, :, ::-1, ::-1], dy.dtype)
     pad = (2 - geom.pad[0], 2 - geom.pad[1])
-    return _convolve(dy, U, np.zeros(geom.C, dy.dtype), pad, geom.x_shape, None)
+    return _convolve(dy, U, np.zeros(geom.C, dy.dtype), pad, geom.x_shape, None, relu_output)
 
 
-def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+def winograd_backward_filter(dy, x, geom: ConvGeometry, relu_output=None) -> tuple[np.ndarray, np.ndarray]:
     """(dw, db): the filter and bias gradients by Winograd F(2x2, 3x3).
 
     dy (N, K, P, Q), x (N, C, H, W) -> dw (K, C, 3, 3) and db (K,) = dy summed over N, P, Q;
-    ``geom`` must satisfy ``applies``. Per-chunk partial sums are added in chunk order, so the
-    result does not depend on the threads.
+    ``geom`` must satisfy ``applies``. With ``relu_output`` (dy's shape, C-contiguous), the
+    gradients of dy * (relu_output > 0), masked as dy is read (as ``winograd_backward_data``).
+    Per-chunk partial sums are added in chunk order, so the result does not depend on the threads.
     """
     _check_applies(geom, "winograd_backward_filter")
     N, C, K = geom.N, geom.C, geom.K
@@ -499,6 +520,8 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
     TW = blocking.TW
     chunks = blocking.chunks
     dU = np.empty((chunks.count, 16, K, C), dtype)
+    masked = relu_output is not None
+    mask = relu_output if masked else dy
     db = np.zeros((chunks.count, K))
 
     def work(chunk, images):
@@ -508,7 +531,7 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry) -> tuple[np.ndarray, np.
             Z, Z3 = _slots("winograd_M", K, T, dtype)
             planes = cpu_pool.thread_buffer("winograd_planes", (C, 2 * rows + 2, 2 * TW + 2), dtype)
             input_transform_tile_major(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, planes, T, Vt)
-            gradient_transform(dy, images.start, ty0, rows, TW, T, Z)
+            gradient_transform(dy, mask, masked, images.start, ty0, rows, TW, T, Z)
             # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
             _add_row_sums(Z3[5], db[chunk])
             if ty0 == 0:
