@@ -27,6 +27,7 @@ WINOGRAD_CASES = [
     ("image-1x1-pad1", (2, 3, 1, 1), 3, 1),
     ("image-1x2-pad2", (1, 2, 1, 2), 3, 2),
     ("batch11-chunks-of-2", (11, 3, 6, 6), 17, 1),
+    ("wide-rows-odd-Q", (2, 5, 3, 37), 4, 1),      # 19 tiles a row: TILE_SEGMENT's segments, a short last one
 ]
 CASE_IDS = [c[0] for c in WINOGRAD_CASES]
 

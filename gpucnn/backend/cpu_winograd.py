@@ -76,6 +76,10 @@ CHUNK_BYTES = 3 * 2**19
 # Chunks per batch at least, where the batch allows (as cpu.py's CONV_ITEMS_PER_BATCH).
 CHUNKS_PER_BATCH = 8
 
+# Tiles of a tile row whose B^T row combinations backward-filter's input transform takes at
+# once: 4 rows of (2 * TILE_SEGMENT + 2) * C values, 18 KiB at C = 64, stay in the L1 cache.
+TILE_SEGMENT = 8
+
 # The transforms' matrices (as above); the filter-side ones run in float64 once per call.
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -124,7 +128,7 @@ class _Blocking:
 # one that writes all 16 rows of V at once has too many possibly-aliasing
 # streams for LLVM's runtime checks, so it stays scalar. Where the 16 values
 # are sums of a few others the sums therefore run as flat loops over whole
-# rows of Z or M (K*T values each, see _rows_add), which LLVM vectorises: the
+# rows of Z or M (K*T values each, see _add_into), which LLVM vectorises: the
 # gradient transform writes only the four corners per tile in scalar code (2.7x
 # faster than all 16), the output transform reduces 16 rows to 4 before the
 # scalar pass that places the 2x2 tiles (1.6x). The input transform's tiles
@@ -132,6 +136,22 @@ class _Blocking:
 # sources and it stays one scalar pass per plane, 16 stores per tile; the
 # plane is first copied into a zero-bordered scratch (contiguous row copies)
 # so that pass has no bounds checks.
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_into(dst, d0, src, a, b, n):
+    """dst[d0 : d0+n] = src[a : a+n] + src[b : b+n] (flat arrays, dst may be src; one vectorisable loop)."""
+    d0, a, b = uint64(d0), uint64(a), uint64(b)
+    for j in range(uint64(n)):
+        dst[d0 + j] = src[a + j] + src[b + j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sub_into(dst, d0, src, a, b, n):
+    """dst[d0 : d0+n] = src[a : a+n] - src[b : b+n] (flat arrays, dst may be src; one vectorisable loop)."""
+    d0, a, b = uint64(d0), uint64(a), uint64(b)
+    for j in range(uint64(n)):
+        dst[d0 + j] = src[a + j] - src[b + j]
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _masked(values, relu_output, i, masked):
@@ -232,42 +252,61 @@ def input_transform(x, relu_output, masked, n0, ty0, ph, pw, TW, plane, T, V):
 
 
 @njit(cache=True, nogil=True)
-def input_transform_tile_major(x, n0, ty0, ph, pw, TW, planes, T, V):
+def _fill_channels_last(x, n, top, left, Hp, Wp, planes):
+    """``planes`` (Hp, Wp, C) flat = zeros with image n of x (N, C, H, W) copied in at (top, left),
+    channels last; ``top`` may be negative: rows falling outside the Hp rows are skipped (a band).
+    The loop over the channels is innermost: contiguous stores, loads a plane apart."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for i in range(uint64(Hp * Wp * C)):
+        planes[i] = 0
+    xf = x.ravel()
+    plane = uint64(H * W)
+    for h in range(max(0, -top), min(H, Hp - top)):
+        for j in range(W):
+            src = uint64((n * C * H + h) * W + j)
+            dst = uint64(((top + h) * Wp + left + j) * C)
+            for c in range(uint64(C)):
+                planes[dst + c] = xf[src + c * plane]
+
+
+@njit(cache=True, nogil=True)
+def input_transform_tile_major(x, n0, ty0, ph, pw, TH, TW, planes, R, T, V):
     """V[xi, (i*TH*TW + ty*TW + tx)*C + c] = (B^T d B)[xi] as ``input_transform`` computes it,
     but V[xi] as a (T, C) matrix: backward-filter's GEMM then reads it untransposed.
 
-    x (N, C, H, W); ``planes`` a (C, 2*TH + 2, 2*TW + 2) scratch: all of an image's channels are
-    copied first, so that the stores, channel after channel of one tile, are contiguous.
+    x (N, C, H, W); ``planes`` a ((2*TH + 2) * (2*TW + 2) * C,) and ``R`` a
+    (4 * (2*TILE_SEGMENT + 2) * C,) scratch. Each image is copied channels-last into ``planes``,
+    so every value below is a loop over the C channels, contiguous in both planes and V: per
+    segment of up to ``TILE_SEGMENT`` tiles of a tile row, the B^T row combinations of all its
+    columns (4 loops over the segment's plane cells into R, which stays in the L1 cache), then
+    per tile the B column combinations (16 loops of C, straight into V's rows).
     """
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    Hp, Wp = planes.shape[1], planes.shape[2]
-    TH = Hp // 2 - 1
+    C = x.shape[1]
+    Wp = 2 * TW + 2
     nb = T // (TH * TW)
-    xf = x.ravel()
     vf = V.ravel()
-    pf = planes.ravel()
+    pitch = V.shape[1]
+    row = Wp * C
+    seg = (2 * TILE_SEGMENT + 2) * C    # the distance between two of R's rows
     for i in range(nb):
-        for c in range(C):
-            _fill_plane(xf, xf, False, ((n0 + i) * C + c) * H * W, H, W, ph - 2 * ty0, pw, planes[c])
+        _fill_channels_last(x, n0 + i, ph - 2 * ty0, pw, 2 * TH + 2, Wp, planes)
         for ty in range(TH):
-            for tx in range(TW):
-                out = ((i * TH + ty) * TW + tx) * C
-                for c in range(C):
-                    _store_patch_transform(pf, (c * Hp + 2 * ty) * Wp + 2 * tx, Wp, vf, out + c, V.shape[1])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _rows_add(zf, dst, a, b, n):
-    """zf[dst : dst+n] = zf[a : a+n] + zf[b : b+n] (flat; one vectorisable loop)."""
-    for j in range(n):
-        zf[uint64(dst + j)] = zf[uint64(a + j)] + zf[uint64(b + j)]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _rows_sub(zf, dst, a, b, n):
-    """zf[dst : dst+n] = zf[a : a+n] - zf[b : b+n] (flat; one vectorisable loop)."""
-    for j in range(n):
-        zf[uint64(dst + j)] = zf[uint64(a + j)] - zf[uint64(b + j)]
+            for tx0 in range(0, TW, TILE_SEGMENT):
+                tiles = min(TILE_SEGMENT, TW - tx0)
+                p = 2 * ty * row + 2 * tx0 * C    # B^T d: rows 0-2, 1+2, 2-1, 1-3 of the 4 plane rows
+                n = (2 * tiles + 2) * C
+                _sub_into(R, 0, planes, p, p + 2 * row, n)
+                _add_into(R, seg, planes, p + row, p + 2 * row, n)
+                _sub_into(R, 2 * seg, planes, p + 2 * row, p + row, n)
+                _sub_into(R, 3 * seg, planes, p + row, p + 3 * row, n)
+                for tx in range(tiles):
+                    o = ((i * TH + ty) * TW + tx0 + tx) * C
+                    for a in range(4):  # (.) B: the same combinations of the tile's 4 columns
+                        q = a * seg + 2 * tx * C
+                        _sub_into(vf, o + 4 * a * pitch, R, q, q + 2 * C, C)
+                        _add_into(vf, o + (4 * a + 1) * pitch, R, q + C, q + 2 * C, C)
+                        _sub_into(vf, o + (4 * a + 2) * pitch, R, q + 2 * C, q + C, C)
+                        _sub_into(vf, o + (4 * a + 3) * pitch, R, q + C, q + 3 * C, C)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -413,18 +452,18 @@ def gradient_transform(dy, relu_output, masked, n0, ty0, TH, TW, T, Z):
     s = Z.shape[1]            # the distance between two rows of Z
     # A g A^T row by row: (u, u+v, u-v, -v) of rows u, v = (g00, g01), (g00+g10, g01+g11),
     # (g00-g10, g01-g11), (-g10, -g11); with Z[3] = -g01 etc. each entry is one add or subtract.
-    _rows_sub(zf, 1 * s, 0, 3 * s, n)        # g00 + g01
-    _rows_add(zf, 2 * s, 0, 3 * s, n)        # g00 - g01
-    _rows_sub(zf, 4 * s, 0, 12 * s, n)       # g00 + g10
-    _rows_add(zf, 8 * s, 0, 12 * s, n)       # g00 - g10
-    _rows_sub(zf, 7 * s, 3 * s, 15 * s, n)   # -(g01 + g11)
-    _rows_add(zf, 11 * s, 3 * s, 15 * s, n)  # -(g01 - g11)
-    _rows_sub(zf, 13 * s, 12 * s, 15 * s, n)  # -g10 - g11
-    _rows_add(zf, 14 * s, 12 * s, 15 * s, n)  # -g10 + g11
-    _rows_sub(zf, 5 * s, 4 * s, 7 * s, n)    # (g00 + g10) + (g01 + g11)
-    _rows_add(zf, 6 * s, 4 * s, 7 * s, n)    # (g00 + g10) - (g01 + g11)
-    _rows_sub(zf, 9 * s, 8 * s, 11 * s, n)   # (g00 - g10) + (g01 - g11)
-    _rows_add(zf, 10 * s, 8 * s, 11 * s, n)  # (g00 - g10) - (g01 - g11)
+    _sub_into(zf, 1 * s, zf, 0, 3 * s, n)        # g00 + g01
+    _add_into(zf, 2 * s, zf, 0, 3 * s, n)        # g00 - g01
+    _sub_into(zf, 4 * s, zf, 0, 12 * s, n)       # g00 + g10
+    _add_into(zf, 8 * s, zf, 0, 12 * s, n)       # g00 - g10
+    _sub_into(zf, 7 * s, zf, 3 * s, 15 * s, n)   # -(g01 + g11)
+    _add_into(zf, 11 * s, zf, 3 * s, 15 * s, n)  # -(g01 - g11)
+    _sub_into(zf, 13 * s, zf, 12 * s, 15 * s, n)  # -g10 - g11
+    _add_into(zf, 14 * s, zf, 12 * s, 15 * s, n)  # -g10 + g11
+    _sub_into(zf, 5 * s, zf, 4 * s, 7 * s, n)    # (g00 + g10) + (g01 + g11)
+    _add_into(zf, 6 * s, zf, 4 * s, 7 * s, n)    # (g00 + g10) - (g01 + g11)
+    _sub_into(zf, 9 * s, zf, 8 * s, 11 * s, n)   # (g00 - g10) + (g01 - g11)
+    _add_into(zf, 10 * s, zf, 8 * s, 11 * s, n)  # (g00 - g10) - (g01 - g11)
 
 
 # --- the three ops ---------------------------------------------------------------
@@ -529,8 +568,9 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry, relu_output=None) -> tup
             T = len(images) * rows * TW
             Vt, Vt3 = _slots("winograd_V", T, C, dtype)      # V[xi] as (T, C): an NN GEMM below
             Z, Z3 = _slots("winograd_M", K, T, dtype)
-            planes = cpu_pool.thread_buffer("winograd_planes", (C, 2 * rows + 2, 2 * TW + 2), dtype)
-            input_transform_tile_major(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, planes, T, Vt)
+            planes = cpu_pool.thread_buffer("winograd_planes", ((2 * rows + 2) * (2 * TW + 2) * C,), dtype)
+            R = cpu_pool.thread_buffer("winograd_R", (4 * (2 * TILE_SEGMENT + 2) * C,), dtype)
+            input_transform_tile_major(x, images.start, ty0, geom.pad[0], geom.pad[1], rows, TW, planes, R, T, Vt)
             gradient_transform(dy, mask, masked, images.start, ty0, rows, TW, T, Z)
             # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
             _add_row_sums(Z3[5], db[chunk])
