@@ -27,7 +27,7 @@ WINOGRAD_CASES = [
     ("image-1x1-pad1", (2, 3, 1, 1), 3, 1),
     ("image-1x2-pad2", (1, 2, 1, 2), 3, 2),
     ("batch11-chunks-of-2", (11, 3, 6, 6), 17, 1),
-    ("wide-rows-odd-Q", (2, 5, 3, 37), 4, 1),      # 19 tiles a row: TILE_SEGMENT's segments, a short last one
+    ("C32-wide-rows-odd-Q", (2, 32, 3, 37), 4, 1),  # channels-last transform; 19 tiles a row: segments, a short last one
 ]
 CASE_IDS = [c[0] for c in WINOGRAD_CASES]
 
@@ -112,6 +112,25 @@ def test_winograd_backward_mask_keeps_nan_and_sign(rng):
     for got, want in zip(wino.winograd_backward_filter(dy, x, geom, relu_output),
                          wino.winograd_backward_filter(masked, x, geom)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("x_shape, padding", [((2, 32, 3, 37), 1), ((1, 3, 6, 9), 2), ((3, 5, 4, 3), (0, 2))],
+                         ids=["C32-19-tiles-a-row", "C3-pad2", "per-axis-pad"])
+def test_tile_major_transforms_agree(rng, x_shape, padding):
+    """Backward-filter's two tile-major input transforms (vectorised over the channels, and the
+    scalar one per tile) give the same bits for any channel count: they sum in the same order."""
+    N, C, H, W = x_shape
+    geom = ConvGeometry.from_shapes(x_shape, (1, C, 3, 3), 1, padding)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    TH, TW = wino._tiles(geom.P, geom.Q)
+    T = N * TH * TW
+    vectorised, scalar = np.full((2, 16, T * C), np.nan, np.float32)
+    wino.input_transform_tile_major(x, 0, 0, *geom.pad, TH, TW, np.empty((2 * TH + 2) * (2 * TW + 2) * C, np.float32),
+                                    np.empty(4 * (2 * wino.TILE_SEGMENT + 2) * C, np.float32), T, vectorised)
+    wino.input_transform_tile_major_per_plane(x, 0, 0, *geom.pad, TW, np.empty((C, 2 * TH + 2, 2 * TW + 2), np.float32),
+                                              T, scalar)
+    assert not np.isnan(vectorised).any()
+    np.testing.assert_array_equal(vectorised, scalar)
 
 
 def test_winograd_relu_keeps_nan(rng):
