@@ -56,6 +56,14 @@ they lie (reading V transposed cost it 2x in the GEMM). Measured per chunk
 50, gradient 45, against 143 for the forward GEMMs and 109 for backward-filter's;
 J2 (2 images, T = 200): 37, 37, 35 against 108 and 95. So the transforms are
 a third to a half of each op, not negligible: see the note above the kernels.
+Backward-filter's tile-major input transform, vectorised over the channels
+from 32 of them on, took D2's chunk 53 -> 33 us, J2's 38 -> 28, R1's band
+(one image, 6 tile rows) 60 -> 49, 32->32 channels at 28x28 35 -> 31.
+
+A fused ReLU's mask is applied where the backward ops read dy (the input
+transform's plane fill, the gradient transform's corners), so dy * (y > 0) is
+never written out: one pass less over dy, y and the masked copy (12.8 MB each
+at 128 x 32 x 28 x 28).
 F(4x4, 3x3) would need fewer of both, but its float32 error was measured at
 3e-6 to 7.5e-6 of max|y| on random data at C = 32..128 (F(2x2): 2e-7 to 5e-7),
 too close to the 1e-5 the backend promises.
@@ -138,11 +146,23 @@ class _Blocking:
 # rows of Z or M (K*T values each, see _add_into), which LLVM vectorises: the
 # gradient transform writes only the four corners per tile in scalar code (2.7x
 # faster than all 16), the output transform reduces 16 rows to 4 before the
-# scalar pass that places the 2x2 tiles (1.6x). The input transform's tiles
-# overlap (a 4x4 patch every 2 cells), so its 16 values have no such cheap
-# sources and it stays one scalar pass per plane, 16 stores per tile; the
-# plane is first copied into a zero-bordered scratch (contiguous row copies)
-# so that pass has no bounds checks.
+# scalar pass that places the 2x2 tiles (1.6x).
+#
+# The input transform's tiles overlap (a 4x4 patch every 2 cells). Forward and
+# backward-data keep one scalar pass per plane, 16 stores per tile, after the
+# plane is copied into a zero-bordered scratch (contiguous row copies) so that
+# pass has no bounds checks. Tried and measured no faster (60-65 us against
+# 61 per D2 chunk): planes split by row parity at a pitch of exactly 2*TW, so
+# that the B column combinations are flat loops over all rows (the last tile
+# column redone from the two cells beyond) and the B^T row combinations flat
+# loops per channel straight into V; but those are 16 loops of one channel's
+# 49 tiles each, 512 per image, and their set-up, alias checks and remainders
+# cost what the scalar pass does (writing V alone takes 9.4 us per chunk).
+# Vectorising over the channels instead, as backward-filter's tile-major
+# transform does, would need V as (T, C) in the forward too, and the GEMM
+# U (K, C) @ V^T reads it transposed: 150 -> 223 us per D2 chunk, more than the
+# whole transform. Backward-filter's own GEMM wants V as (T, C), so there the
+# channels are the loop: ``input_transform_tile_major``.
 
 @njit(cache=True, nogil=True, inline="always")
 def _add_into(dst, d0, src, a, b, n):
