@@ -69,6 +69,13 @@ def apply_default() -> int:
     return _apply(default_threads(), start_numba=False)
 
 
+def apply_again() -> int:
+    """Apply the current setting again, to the libraries loaded since it was set (the cpu
+    backend loads SciPy's BLAS, which its Numba kernels call); Numba's only if it runs.
+    Returns the number of threads set."""
+    return _apply(_current, start_numba=False)
+
+
 def _apply(n: int, start_numba: bool) -> int:
     """Set every pool to ``n`` threads (0: all cores); Numba's only if it runs or ``start_numba``."""
     global _current

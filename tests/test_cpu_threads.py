@@ -5,7 +5,10 @@ every pooling op runs with one thread and with two (the images then shared
 between two Python threads), with several chunks and a ragged last one.
 """
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -33,9 +36,8 @@ def pool_threads(monkeypatch):
 
 
 def blas_threads():
-    """Thread counts of the BLAS libraries NumPy's matmul calls (the ones the backend limits)."""
-    return [i["num_threads"] for i in threadpool_info()
-            if i["user_api"] == "blas" and os.sep + "numpy" in i["filepath"]]    # numpy/ or numpy.libs/
+    """Thread counts of every BLAS library loaded: NumPy's matmul's, SciPy's (the kernels' np.dot)."""
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -111,6 +113,47 @@ def test_cpu_parallel_hands_every_item_to_one_thread_with_blas_single_threaded(p
         assert set(blas_threads()) == {2}         # BLAS back at two threads after the call
     assert sorted(seen) == list(range(1000)) and sum(counts) == 1000 and len(counts) == 2
     assert set(blas_inside) == {1}
+
+
+BLAS_PROBE = """
+import json
+import numpy as np
+from threadpoolctl import threadpool_info
+import gpucnn as gc
+from gpucnn.backend import cpu_pool
+
+def blas():
+    return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas")
+
+gc.set_threads(2)
+cpu_pool.ADAPT_TO_LOAD = False
+cpu = gc.get_backend("cpu")
+loaded = blas()
+inside = []
+geom = gc.ConvGeometry.from_shapes((4, 1, 8, 8), (3, 1, 3, 3), 1, 1)
+x = np.ones(geom.x_shape, np.float32)
+w = np.ones(geom.w_shape, np.float32)
+cpu_pool.parallel(2, lambda items: [inside.append(blas()) for _ in items])
+cpu.conv2d_backward(cpu.conv2d_forward(x, w, None, geom), x, w, geom)
+cpu_pool.parallel(2, lambda items: [inside.append(blas()) for _ in items])
+print(json.dumps({"loaded": loaded, "after_conv": blas(), "inside": inside}))
+"""
+
+
+def test_cpu_backend_holds_every_blas_its_kernels_call_at_one_thread_inside_parallel():
+    """In a fresh process (no conv kernel has run yet): the BLAS libraries are all loaded when the
+    backend is (Numba's np.dot loads none later, which the pool's controllers, looked up once,
+    would miss), follow gpucnn's setting, and are at one thread inside ``parallel``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", BLAS_PROBE], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["after_conv"] == seen["loaded"]                       # nothing loaded by the kernels
+    assert {n for _, n in seen["loaded"]} == {2}                      # the setting reached every one
+    assert len(seen["inside"]) == 4
+    for libs in seen["inside"]:
+        assert [path for path, _ in libs] == [path for path, _ in seen["loaded"]]
+        assert {n for _, n in libs} == {1}
 
 
 def test_cpu_parallel_raises_a_worker_error_after_all_threads_finish(pool_threads):

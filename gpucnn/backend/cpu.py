@@ -213,14 +213,11 @@ class CPUBackend(Backend):
         w_bias[:, CRS] = 0 if b is None else b
         y = np.empty((geom.N, geom.K, PQ), dtype)
         args = _conv_args(geom)
+        relu = activation == "relu"
 
         def work(chunk, images):
-            col = _column_buffer(CRS, PQ, dtype)
-            for n in images:
-                kern.im2col(x, n, col[:CRS], *args)
-                np.matmul(w_bias, col, out=y[n])
-                if activation == "relu":  # while y[n] is still in cache
-                    kern.relu_in_place(y[n].reshape(-1))
+            kern.conv_forward_images(x, images.start, images.stop, w_bias, _column_buffer(CRS, PQ, dtype), y,
+                                     relu, *args)
 
         _Chunks.for_conv(geom, dtype).run(work)
         return y.reshape(geom.y_shape)
@@ -236,10 +233,8 @@ class CPUBackend(Backend):
         args = _conv_args(geom)
 
         def work(chunk, images):
-            dcol = _column_buffer(CRS, PQ, dtype)[:CRS]
-            for n in images:
-                np.matmul(wt, dy3[n], out=dcol)
-                kern.col2im(dcol, n, dx, *args)
+            kern.conv_backward_data_images(wt, dy3, images.start, images.stop,
+                                           _column_buffer(CRS, PQ, dtype)[:CRS], dx, *args)
 
         _Chunks.for_conv(geom, dtype).run(work)
         return dx
@@ -310,39 +305,17 @@ class CPUBackend(Backend):
         chunks = _Chunks.for_conv(geom, dtype)
         partial = np.zeros((chunks.count, rows, K), dtype)
 
-        def gradient_of(images, out):
-            """dy of ``images`` as a K-major (K, len(images)*PQ) matrix: masked into ``out``, or
-            (one image, no mask) dy's own plane."""
-            if y3 is not None:
-                kern.relu_masked_k_major(dy3, y3, images.start, out)
-                return out
-            if len(images) == 1:
-                return dy3[images.start]
-            kern.nchw_to_k_major(dy3, images.start, out)
-            return out
-
-        def gradients(g, images, col, out):
-            """``out`` = [col; 1]^T-product of ``images`` (col filled here), then their dx through col."""
-            kern.im2col(x, images.start, col[:CRS], *args)
-            np.matmul(col[:rows], g.T, out=out)
-            if dx is not None:
-                np.matmul(wt, g, out=col[:CRS])
-                kern.col2im(col[:CRS], images.start, dx, *args)
-
         def per_image(chunk, images):
-            col = _column_buffer(CRS, PQ, dtype)
-            term = _thread_buffer("dw", (rows, K), dtype)
-            masked = _thread_buffer("k_major", (K, PQ), dtype)
-            for n in images:
-                image = range(n, n + 1)
-                gradients(gradient_of(image, masked), image, col, term)
-                partial[chunk] += term
+            kern.conv_backward_images(dy3, y3, x, wt, images.start, images.stop, True,
+                                      _column_buffer(CRS, PQ, dtype), _thread_buffer("k_major", (K, PQ), dtype),
+                                      _thread_buffer("dw", (rows, K), dtype), partial[chunk], dx, *args)
 
         def per_chunk(chunk, images):
             col = _chunk_view("col_chunk", CRS + 1, images, PQ, dtype)
             col[CRS] = 1
-            gradients(gradient_of(images, _chunk_view("k_major", K, images, PQ, dtype)), images, col,
-                      partial[chunk])
+            kern.conv_backward_images(dy3, y3, x, wt, images.start, images.stop, False, col,
+                                      _chunk_view("k_major", K, images, PQ, dtype), partial[chunk],
+                                      partial[chunk], dx, *args)
 
         chunks.run(per_image if _filter_strategy(geom) == "image" else per_chunk)
         total = partial.sum(axis=0)

@@ -57,6 +57,7 @@ faster than the same loops over 2-D slices: 2.4 vs 9.2 ms at C=32 14x14,
 4.4 vs 7.5 ms at C=32 20x20.
 """
 
+import numpy as np
 from numba import njit, uint64
 
 
@@ -201,6 +202,90 @@ def relu_masked_k_major(dy, y, n0, out):
         for j in range(PQ):
             g = src_f[src + uint64(j)]
             dst_f[dst + uint64(j)] = g if mask_f[src + uint64(j)] > 0 else g * 0
+
+
+# --- convolution: a work item's images, GEMMs included, in one call -------------------
+# What a pool thread runs per chunk of images. The GEMMs are ``np.dot(a, b, out)``,
+# which Numba compiles to a call into BLAS (SciPy's ``cython_blas``: an OpenBLAS of
+# its own beside NumPy's, held at one thread inside ``cpu_pool.parallel`` as NumPy's
+# is). One call per chunk, not a few Numba calls, a ``np.matmul`` and a NumPy ``+=``
+# per image from Python: each of those takes the GIL for a few microseconds, and
+# where the per-image GEMM is small the pool's threads queued for it (the digits
+# CNN's first layer, 1 -> 32 channels at 28x28, ran slower at two threads than at one).
+# Both BLAS builds here are OpenBLAS 0.3.30/0.3.31 with the SkylakeX kernels and gave
+# the same bits as ``np.matmul`` on these shapes.
+
+@njit(cache=True, nogil=True)
+def conv_forward_images(x, n0, n1, w_bias, col, y, relu, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """y[n] = [W | b] @ [col(x[n]); 1] for n in [n0, n1), clamped by ``relu_in_place`` when ``relu``.
+
+    x (N, C, H, W); w_bias (K, C*R*S + 1); col (C*R*S + 1, P*Q), the caller's
+    buffer whose last row is ones (the bias row); y (N, K, P*Q). Each image's
+    output is clamped while it is still in cache.
+    """
+    rows = col.shape[0] - 1
+    for n in range(n0, n1):
+        im2col(x, n, col[:rows], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+        np.dot(w_bias, col, y[n])
+        if relu:
+            relu_in_place(y[n].ravel())
+
+
+@njit(cache=True, nogil=True)
+def conv_backward_data_images(wt, dy, n0, n1, dcol, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """dx[n] = col2im(W^T @ dy[n]) for n in [n0, n1): wt (C*R*S, K), dy (N, K, P*Q),
+    dcol (C*R*S, P*Q) scratch, dx (N, C, H, W)."""
+    for n in range(n0, n1):
+        np.dot(wt, dy[n], dcol)
+        col2im(dcol, n, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(cache=True, nogil=True)
+def _conv_gradients(x, g, n0, col, out, wt, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """out = [col; 1] @ g^T (or col @ g^T when ``out`` has C*R*S rows) for the images from n0 that
+    g (K, nb*P*Q) holds, col filled here; then, unless dx is None, their dx = col2im(W^T @ g)
+    through col."""
+    crs = col.shape[0] - 1
+    im2col(x, n0, col[:crs], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+    np.dot(col[:out.shape[0]], g.T, out)
+    if dx is not None:
+        np.dot(wt, g, col[:crs])
+        col2im(col[:crs], n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(cache=True, nogil=True)
+def conv_backward_images(dy, y, x, wt, n0, n1, per_image, col, g_buf, term, partial, dx,
+                         R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """A chunk's share of a convolution's gradients: images [n0, n1).
+
+    dy, y (N, K, P*Q) (y, the fused ReLU's output, or None: dy is masked by
+    [y > 0] as ``relu_masked_k_major`` reads it); x (N, C, H, W); wt
+    (C*R*S, K) or None and dx (N, C, H, W) or None (no data gradient); col
+    (C*R*S + 1, cols) with a last row of ones; partial (rows, K) receives
+    [dW | db]^T (rows = C*R*S + 1) or dW^T (rows = C*R*S).
+
+    ``per_image``: per image, g = dy[n] (masked into g_buf (K, P*Q)), the
+    GEMM into term (rows, K), then ``partial += term``, image by image.
+    Otherwise one GEMM for the chunk, straight into partial, on g_buf
+    (K, (n1-n0)*P*Q), dy's chunk in K-major order (one unmasked image: dy[n0]).
+    """
+    if per_image:
+        for n in range(n0, n1):
+            g = dy[n]
+            if y is not None:
+                relu_masked_k_major(dy, y, n, g_buf)
+                g = g_buf
+            _conv_gradients(x, g, n, col, term, wt, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+            partial += term
+    else:
+        g = dy[n0]
+        if y is not None:
+            relu_masked_k_major(dy, y, n0, g_buf)
+            g = g_buf
+        elif n1 - n0 > 1:
+            nchw_to_k_major(dy, n0, g_buf)
+            g = g_buf
+        _conv_gradients(x, g, n0, col, partial, wt, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw)
 
 
 # --- pooling: one task per (n, c) plane; flat unsigned indexing as above ----------

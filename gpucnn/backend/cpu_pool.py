@@ -12,7 +12,12 @@ BLAS is held at one thread inside ``parallel``: each of our threads is a
 BLAS caller of its own, and a multi-threaded GEMM inside each would put more
 threads than cores on the machine (OpenBLAS's idle threads spin, and a GEMM
 split over two threads waits for both, many times per op). Nothing spins
-here: an idle pool thread sleeps on a queue.
+here: an idle pool thread sleeps on a queue. "BLAS" is every BLAS library
+loaded: NumPy's, and SciPy's, which the convolution kernels' ``np.dot``
+calls (Numba binds it through ``scipy.linalg.cython_blas``). This module
+loads SciPy's before anything looks the libraries up, and applies the
+thread setting to it, since Numba would load it only at a kernel's first
+compilation, inside a ``parallel`` call.
 
 How many threads: gpucnn's one thread setting (``gpucnn.set_threads``,
 ``GPUCNN_THREADS``; one by default), less the cores that other work is
@@ -33,8 +38,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS of the kernels' np.dot: see above)
 
-from ..cpu_threads import available_cores, get_threads
+from ..cpu_threads import apply_again, available_cores, get_threads
 
 # Whether threads() gives up the cores other work is running on (tests turn it off for a fixed count).
 ADAPT_TO_LOAD = True
@@ -42,7 +48,9 @@ ADAPT_TO_LOAD = True
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
-_blas = None  # threadpoolctl's controllers of the BLAS libraries NumPy uses, found once
+_blas = None  # threadpoolctl's controllers of the BLAS libraries loaded (NumPy's, SciPy's), found once
+
+apply_again()  # the thread setting, to SciPy's BLAS loaded above
 
 
 def _blas_controllers():
