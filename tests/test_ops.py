@@ -315,8 +315,9 @@ from test_ops import CONV_CASES, POOL_CASES
 
 cpu = gc.get_backend("cpu")
 rng = np.random.default_rng(0)
-for col_bytes in (cpu_module.COL_BYTES, 1):           # whole batch, and one image per chunk
-    cpu_module.COL_BYTES = col_bytes
+for col_bytes, filter_depth in ((cpu_module.COL_BYTES, 0), (cpu_module.COL_BYTES, 10**9), (1, 10**9)):
+    cpu_module.COL_BYTES = col_bytes                  # whole batch, and one image per chunk
+    cpu_module.MIN_FILTER_GEMM_DEPTH = filter_depth   # backward-filter per image, per chunk
     for _, x_shape, w_shape, stride, padding, dilation in CONV_CASES:
         g = ConvGeometry.from_shapes(x_shape, w_shape, stride, padding, dilation)
         x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
@@ -326,6 +327,7 @@ for col_bytes in (cpu_module.COL_BYTES, 1):           # whole batch, and one ima
         cpu.conv2d_backward_data(dy, w, g)
         cpu.conv2d_backward_filter(dy, x, g)
         cpu.conv2d_backward(dy, x, w, g, relu_output=dy)
+        cpu.conv2d_backward(dy, x, w, g, need_dx=False, with_bias=False)
 for _, x_shape, kernel, stride, padding in POOL_CASES:
     g = PoolGeometry.from_shape(x_shape, kernel, stride, padding)
     x, dy = rng.standard_normal(x_shape, np.float32), rng.standard_normal(g.y_shape, np.float32)
