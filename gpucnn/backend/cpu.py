@@ -1,4 +1,4 @@
-"""The ``cpu`` backend: NumPy arrays, Numba kernels, and NumPy's BLAS for the convolution GEMMs.
+"""The ``cpu`` backend: NumPy arrays, Numba kernels, and BLAS (called from Numba) for the convolution GEMMs.
 
 Convolution is im2col + one GEMM per image, each image's GEMM reading and
 writing the NCHW tensors in place (for image n, with PQ = P*Q):
@@ -31,8 +31,16 @@ instead (``cpu_winograd.py``), per op where it was measured faster
 (``WINOGRAD_MIN_CHANNELS``).
 
 Threads: the images are shared among ``cpu_pool.threads()`` Python threads
-(``cpu_pool.parallel``), each running its images' im2col/col2im (Numba,
-``nogil``) and GEMMs (single-threaded BLAS) on its own column buffer; the
+(``cpu_pool.parallel``) in chunks (work items) of ``_chunk_size`` images;
+a thread runs a chunk's whole loop over its images -- im2col/col2im, the
+GEMMs, the ReLU clamp or mask, the filter gradient's partial sum -- in one
+Numba call compiled ``nogil`` (``cpu_kernels.conv_*_images``), the GEMMs
+as ``np.dot`` into single-threaded BLAS, on its own column buffer. Why one
+call per chunk: Python code holds the GIL, and the per-image loop in Python
+(a few Numba calls, a ``np.matmul`` and a NumPy ``+=`` per image, each a few
+microseconds under the GIL) kept the threads waiting for each other where
+the per-image GEMM is small: the digits CNN's first layer (1 -> 32
+channels, 28x28, batch 128) ran slower on two threads than on one. The
 filter gradient is summed per chunk of images, then over the chunks in
 order, so the result does not depend on which thread ran what.
 """
@@ -283,7 +291,8 @@ class CPUBackend(Backend):
         """(dx or None, dw, db or None) from checked operands, in one pass over the images
         (``w`` may be None when ``need_dx`` is false).
 
-        Per image (per chunk of images for ``_filter_strategy`` "chunk"): dy, with
+        One ``cpu_kernels.conv_backward_images`` call per chunk of images, which
+        does, per image (per chunk of images for ``_filter_strategy`` "chunk"): dy, with
         the ReLU mask [relu_output > 0] applied as it is copied, as a K-major
         matrix g (K, PQ); im2col; one GEMM [dW | db]^T += [col; 1] @ g^T (the
         bias gradient is the product with the column buffer's row of ones, so dy

@@ -4,8 +4,10 @@
 
 Convolution runs as im2col + one GEMM per image (per chunk of images for
 some backward-filter shapes; see ``cpu.py``); the kernels here move data
-between the NCHW tensors and the column matrix, and never call BLAS
-themselves.
+between the NCHW tensors and the column matrix, and ``conv_*_images`` run
+a work item's whole loop over its images, GEMMs included (``np.dot``,
+which Numba compiles to a BLAS call), so that the backend's threads take
+the GIL once per work item (see "a work item's images" below).
 
 Layouts used by the convolution kernels, for a chunk of ``nb`` images starting
 at image ``n0`` (``nb`` = 1 for the per-image GEMMs):
