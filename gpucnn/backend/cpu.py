@@ -142,10 +142,11 @@ def _filter_strategy(geom: ConvGeometry) -> str:
 def _chunk_size(geom: ConvGeometry, itemsize: int) -> int:
     """Images per work item: their column matrix (C*R*S, nb*P*Q) and K-major buffer (K, nb*P*Q)
     each under COL_BYTES, and ``CONV_ITEMS_PER_BATCH`` items or more where the batch allows
-    (one image at least); a function of the geometry alone."""
+    (one image at least), their number a multiple of ``cpu_pool.CHUNK_COUNT_MULTIPLE`` where the
+    batch allows; a function of the geometry alone."""
     per_image = max(geom.C * geom.R * geom.S, geom.K) * geom.P * geom.Q * itemsize
     balanced = -(-geom.N // CONV_ITEMS_PER_BATCH)
-    return max(1, min(geom.N, balanced, COL_BYTES // per_image))
+    return cpu_pool.even_chunk_size(geom.N, max(1, min(geom.N, balanced, COL_BYTES // per_image)))
 
 
 def _conv_args(geom: ConvGeometry):

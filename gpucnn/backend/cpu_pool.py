@@ -85,8 +85,14 @@ def runnable_in_loadavg(text: str) -> int:
 
 
 @contextlib.contextmanager
-def _single_threaded_blas():
-    """BLAS at one thread inside the block, its previous setting after it."""
+def single_threaded_blas():
+    """BLAS at one thread inside the block, its previous setting after it.
+
+    Also for a backend op's small serial GEMMs outside ``parallel`` (Winograd's filter
+    transforms): at two threads OpenBLAS wakes its worker for them, which then spins
+    runnable for a while, and ``threads()`` reading that in ``/proc/loadavg`` gave the
+    next ``parallel`` call one thread (R1's forward ran 1.6x slower).
+    """
     libs = _blas_controllers()
     saved = [lib.num_threads for lib in libs]
     for lib in libs:
@@ -140,7 +146,7 @@ def parallel(count: int, task) -> list:
     every thread has finished.
     """
     n_threads = max(1, min(threads(), count))
-    with _single_threaded_blas():
+    with single_threaded_blas():
         if n_threads == 1:
             return [task(range(count))]
         items = _SharedRange(count)
@@ -174,6 +180,23 @@ def thread_buffer(name: str, shape: tuple, dtype) -> np.ndarray:
     if buf is None or buf.dtype != dtype or buf.size < size:
         buf = buffers[name] = np.empty(size, dtype)
     return buf[:size].reshape(shape)
+
+
+# The number of chunks a batch is cut into is rounded up to a multiple of this:
+# with 13 chunks two threads do 7 and 6, and the call waits for the seventh
+# (a whole chunk, 1/13 of the work, with one core idle); with a multiple of
+# 2, 4 and 8 the usual thread counts share them evenly.
+CHUNK_COUNT_MULTIPLE = 8
+
+
+def even_chunk_size(batch: int, max_size: int) -> int:
+    """Items per chunk, at most ``max_size``, cutting ``batch`` items into a number of chunks that is
+    a multiple of ``CHUNK_COUNT_MULTIPLE`` where the batch allows: 64 images of at most 5 per chunk
+    make 16 chunks of 4, not 13 of 5. A function of its arguments alone (never of the thread count:
+    sums per chunk decide the rounding)."""
+    count = -(-batch // max(1, max_size))
+    count = min(batch, -(-count // CHUNK_COUNT_MULTIPLE) * CHUNK_COUNT_MULTIPLE)
+    return max(1, -(-batch // count))
 
 
 class Chunks:
