@@ -566,22 +566,28 @@ def convolve_band(x, relu_output, masked, n0, ty0, ph, pw, TW, plane, T, V, U, M
 
 
 @njit(cache=True, nogil=True)
-def filter_gradient_band(dy, relu_output, masked, n0, ty0, TH, TW, T, Vt, Z, db, dU, accumulate):
+def _add_into_all(dst, src):
+    """dst += src, both flat and of one size."""
+    for i in range(dst.size):
+        dst[uint64(i)] += src[uint64(i)]
+
+
+@njit(cache=True, nogil=True)
+def filter_gradient_band(dy, relu_output, masked, n0, ty0, TH, TW, T, Vt, Z, db, dU, band):
     """One band of a chunk, backward-filter, after its input transform into Vt (V[xi] as (T, C)):
     ``gradient_transform`` of dy into Z, the bias gradient (Z[5], the tile sums) added to db (K,)
-    float64, and the 16 GEMMs dU[xi] (K, C) = Z[xi] (K, T) @ V[xi] (T, C), added to dU when
-    ``accumulate`` (a later band of the same image), else written. One ``nogil`` call, as
-    ``convolve_band``."""
+    float64, and the 16 GEMMs dU[xi] (K, C) = Z[xi] (K, T) @ V[xi] (T, C): written into dU
+    (16, K, C) for the first band of an image (ty0 == 0), else into ``band`` (16, K, C) and added
+    to dU. One ``nogil`` call, as ``convolve_band``."""
     K, C = dU.shape[1], dU.shape[2]
     gradient_transform(dy, relu_output, masked, n0, ty0, TH, TW, T, Z)
     # Z[5] = (A dy_t A^T)[1, 1] is the sum of the tile: the bias gradient, read while in cache.
     _add_row_sums(Z[5, :K * T].reshape((K, T)), db)
+    out = dU if ty0 == 0 else band
     for xi in range(16):
-        z, v = Z[xi, :K * T].reshape((K, T)), Vt[xi, :T * C].reshape((T, C))
-        if accumulate:
-            dU[xi] += np.dot(z, v)
-        else:
-            np.dot(z, v, dU[xi])
+        np.dot(Z[xi, :K * T].reshape((K, T)), Vt[xi, :T * C].reshape((T, C)), out[xi])
+    if ty0 > 0:
+        _add_into_all(dU.ravel(), band.ravel())
 
 
 def _convolve(x, U, bias, pad, out_shape, activation, relu_output=None) -> np.ndarray:
@@ -669,7 +675,7 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry, relu_output=None) -> tup
                 planes = cpu_pool.thread_buffer("winograd_planes", (C, 2 * rows + 2, 2 * TW + 2), dtype)
                 input_transform_tile_major_per_plane(x, images.start, ty0, geom.pad[0], geom.pad[1], TW, planes, T, Vt)
             filter_gradient_band(dy, mask, masked, images.start, ty0, rows, TW, T, Vt, Z, db[chunk], dU[chunk],
-                                 ty0 > 0)
+                                 cpu_pool.thread_buffer("winograd_dU", (16, K, C), dtype))
 
     chunks.run(work)
     dU_sum = dU.sum(axis=0, dtype=np.float64).reshape(16, K * C)
