@@ -164,37 +164,21 @@ def col2im(dcol, n0, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
 
 
 @njit(cache=True, nogil=True)
-def nchw_to_k_major(dy, n0, out):
-    """``out[k, i*PQ : (i+1)*PQ] = dy[n0+i, k, :]``: dy (N, K, PQ) -> out (K, nb*PQ)."""
-    K, PQ = dy.shape[1], dy.shape[2]
-    ncols = out.shape[1]
-    nb = ncols // PQ
-    src_f = dy.ravel()
-    dst_f = out.ravel()
-    for task in range(K * nb):
-        k = task // nb
-        i = task - k * nb
-        src = uint64(((n0 + i) * K + k) * PQ)
-        dst = uint64(k * ncols + i * PQ)
-        for j in range(PQ):
-            dst_f[dst + uint64(j)] = src_f[src + uint64(j)]
+def to_k_major(dy, mask, masked, n0, out):
+    """``out[k, i*PQ : (i+1)*PQ] = dy[n0+i, k, :]``: dy (N, K, PQ) -> out (K, nb*PQ); with
+    ``masked``, of ``dy * [mask > 0]`` (mask (N, K, PQ): a ReLU's output y; not read otherwise).
 
-
-@njit(cache=True, nogil=True)
-def relu_masked_k_major(dy, y, n0, out):
-    """``nchw_to_k_major`` of ``dy * [y > 0]``: dy, y (N, K, PQ) -> out (K, nb*PQ).
-
-    The gradient through a ReLU whose output is y, written where the GEMMs
-    want it, in the same pass as the copy. A masked entry is ``dy * 0`` (as
-    NumPy's ``dy * (y > 0)``: -0 for a negative dy, NaN for a NaN), so the
-    result has the bits of the unfused ReLU layer's backward. With nb = 1 the
-    K-major layout is one image's (K, PQ) plane.
+    The gradient through a ReLU, written where the GEMMs want it, in the same
+    pass as the copy. A masked entry is ``dy * 0`` (as NumPy's ``dy * (y > 0)``:
+    -0 for a negative dy, NaN for a NaN), so the result has the bits of the
+    unfused ReLU layer's backward. With nb = 1 the K-major layout is one
+    image's (K, PQ) plane.
     """
     K, PQ = dy.shape[1], dy.shape[2]
     ncols = out.shape[1]
     nb = ncols // PQ
     src_f = dy.ravel()
-    mask_f = y.ravel()
+    mask_f = mask.ravel()
     dst_f = out.ravel()
     for task in range(K * nb):
         k = task // nb
@@ -203,7 +187,7 @@ def relu_masked_k_major(dy, y, n0, out):
         dst = uint64(k * ncols + i * PQ)
         for j in range(PQ):
             g = src_f[src + uint64(j)]
-            dst_f[dst + uint64(j)] = g if mask_f[src + uint64(j)] > 0 else g * 0
+            dst_f[dst + uint64(j)] = g if not masked or mask_f[src + uint64(j)] > 0 else g * 0
 
 
 # --- convolution: a work item's images, GEMMs included, in one call -------------------
@@ -264,7 +248,7 @@ def conv_backward_images(dy, y, x, wt, n0, n1, per_image, col, g_buf, term, part
     """A chunk's share of a convolution's gradients: images [n0, n1).
 
     dy, y (N, K, P*Q) (y, the fused ReLU's output, or None: dy is masked by
-    [y > 0] as ``relu_masked_k_major`` reads it); x (N, C, H, W); wt
+    [y > 0] as ``to_k_major`` reads it); x (N, C, H, W); wt
     (C*R*S, K) or None and dx (N, C, H, W) or None (no data gradient); col
     (C*R*S + 1, cols) with a last row of ones; partial (rows, K) receives
     [dW | db]^T (rows = C*R*S + 1) or dW^T (rows = C*R*S).
@@ -278,17 +262,17 @@ def conv_backward_images(dy, y, x, wt, n0, n1, per_image, col, g_buf, term, part
         for n in range(n0, n1):
             g = dy[n]
             if y is not None:
-                relu_masked_k_major(dy, y, n, g_buf)
+                to_k_major(dy, y, True, n, g_buf)
                 g = g_buf
             _conv_gradients(x, g, n, col, term, wt, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw)
             partial += term
     else:
         g = dy[n0]
         if y is not None:
-            relu_masked_k_major(dy, y, n0, g_buf)
+            to_k_major(dy, y, True, n0, g_buf)
             g = g_buf
         elif n1 - n0 > 1:
-            nchw_to_k_major(dy, n0, g_buf)
+            to_k_major(dy, dy, False, n0, g_buf)
             g = g_buf
         _conv_gradients(x, g, n0, col, partial, wt, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw)
 
