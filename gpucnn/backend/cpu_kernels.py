@@ -280,6 +280,14 @@ def conv_backward_images(dy, y, x, wt, n0, n1, per_image, col, g_buf, term, part
 # --- pooling: one task per (n, c) plane; flat unsigned indexing as above ----------
 
 @njit(cache=True, inline="always")
+def _window(o, stride, pad, size, extent):
+    """[lo, hi): the cells of an image axis of ``extent`` that the pooling window of output
+    position ``o`` covers (``size`` cells from ``o*stride - pad``, clipped to the image)."""
+    start = o * stride - pad
+    return max(start, 0), min(start + size, extent)
+
+
+@njit(cache=True, inline="always")
 def _max_pool_plane(xf, plane0, H, W, R, S, sh, sw, ph, pw, yf, af, out0, P, Q, nan_rule):
     """Max-pool one plane into ``yf[out0:out0+P*Q]``, ``af`` likewise; return whether a NaN was read.
 
@@ -290,11 +298,9 @@ def _max_pool_plane(xf, plane0, H, W, R, S, sh, sw, ph, pw, yf, af, out0, P, Q, 
     """
     saw_nan = False
     for p in range(P):
-        h0 = p * sh - ph
-        hlo, hhi = max(h0, 0), min(h0 + R, H)
+        hlo, hhi = _window(p, sh, ph, R, H)
         for q in range(Q):
-            w0 = q * sw - pw
-            wlo, whi = max(w0, 0), min(w0 + S, W)
+            wlo, whi = _window(q, sw, pw, S, W)
             where = hlo * W + wlo
             best = xf[uint64(plane0 + where)]
             for h in range(hlo, hhi):
@@ -415,11 +421,9 @@ def avg_pool2d_forward(x, R, S, sh, sw, ph, pw, y):
         plane0 = task * H * W
         out0 = task * P * Q
         for p in range(P):
-            h0 = p * sh - ph
-            hlo, hhi = max(h0, 0), min(h0 + R, H)
+            hlo, hhi = _window(p, sh, ph, R, H)
             for q in range(Q):
-                w0 = q * sw - pw
-                wlo, whi = max(w0, 0), min(w0 + S, W)
+                wlo, whi = _window(q, sw, pw, S, W)
                 acc = 0.0
                 for h in range(hlo, hhi):
                     for w in range(wlo, whi):
@@ -439,11 +443,9 @@ def avg_pool2d_backward(dy, R, S, sh, sw, ph, pw, dx):
         plane0 = task * H * W
         out0 = task * P * Q
         for p in range(P):
-            h0 = p * sh - ph
-            hlo, hhi = max(h0, 0), min(h0 + R, H)
+            hlo, hhi = _window(p, sh, ph, R, H)
             for q in range(Q):
-                w0 = q * sw - pw
-                wlo, whi = max(w0, 0), min(w0 + S, W)
+                wlo, whi = _window(q, sw, pw, S, W)
                 g = dyf[uint64(out0 + p * Q + q)] * scale
                 for h in range(hlo, hhi):
                     for w in range(wlo, whi):
