@@ -524,9 +524,9 @@ def gradient_transform(dy, relu_output, masked, n0, ty0, TH, TW, T, Z):
 
 # --- the three ops ---------------------------------------------------------------
 
-def _slots(name: str, rows: int, cols: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's buffer ``name`` as 16 slots of a (rows, cols) matrix: (the (16, pitch) buffer
-    the kernels take, its (16, rows, cols) view for the GEMMs).
+def _slots(name: str, rows: int, cols: int, dtype) -> np.ndarray:
+    """This thread's buffer ``name`` as 16 slots of a (rows, cols) matrix: a (16, pitch) buffer,
+    row xi holding slot xi's rows*cols values (the kernels view each as the matrix).
 
     The pitch is rows*cols rounded up to 4 KiB plus 256 bytes: with a pitch that is a multiple of
     4 KiB (T = 768 tiles of 16 channels) the 16 rows the transforms write at once fall in the same
@@ -535,8 +535,7 @@ def _slots(name: str, rows: int, cols: int, dtype) -> tuple[np.ndarray, np.ndarr
     itemsize = np.dtype(dtype).itemsize
     page = 4096 // itemsize
     pitch = -(-rows * cols // page) * page + 256 // itemsize
-    buf = cpu_pool.thread_buffer(name, (16, pitch), dtype)
-    return buf, buf[:, :rows * cols].reshape(16, rows, cols)
+    return cpu_pool.thread_buffer(name, (16, pitch), dtype)
 
 
 def _filter_transform(w, dtype) -> np.ndarray:
@@ -566,13 +565,6 @@ def convolve_band(x, relu_output, masked, n0, ty0, ph, pw, TW, plane, T, V, U, M
 
 
 @njit(cache=True, nogil=True)
-def _add_into_all(dst, src):
-    """dst += src, both flat and of one size."""
-    for i in range(dst.size):
-        dst[uint64(i)] += src[uint64(i)]
-
-
-@njit(cache=True, nogil=True)
 def filter_gradient_band(dy, relu_output, masked, n0, ty0, TH, TW, T, Vt, Z, db, dU, band):
     """One band of a chunk, backward-filter, after its input transform into Vt (V[xi] as (T, C)):
     ``gradient_transform`` of dy into Z, the bias gradient (Z[5], the tile sums) added to db (K,)
@@ -587,7 +579,7 @@ def filter_gradient_band(dy, relu_output, masked, n0, ty0, TH, TW, T, Vt, Z, db,
     for xi in range(16):
         np.dot(Z[xi, :K * T].reshape((K, T)), Vt[xi, :T * C].reshape((T, C)), out[xi])
     if ty0 > 0:
-        _add_into_all(dU.ravel(), band.ravel())
+        dU += band
 
 
 def _convolve(x, U, bias, pad, out_shape, activation, relu_output=None) -> np.ndarray:
@@ -607,8 +599,8 @@ def _convolve(x, U, bias, pad, out_shape, activation, relu_output=None) -> np.nd
     def work(chunk, images):
         for ty0, rows in blocking.bands():
             T = len(images) * rows * TW
-            V, _ = _slots("winograd_V", cin, T, dtype)
-            M, _ = _slots("winograd_M", cout, T, dtype)
+            V = _slots("winograd_V", cin, T, dtype)
+            M = _slots("winograd_M", cout, T, dtype)
             plane = cpu_pool.thread_buffer("winograd_plane", (2 * rows + 2, 2 * TW + 2), dtype)
             convolve_band(x, mask, masked, images.start, ty0, pad[0], pad[1], TW, plane, T, V, U, M,
                           bias, relu, y)
@@ -665,8 +657,8 @@ def winograd_backward_filter(dy, x, geom: ConvGeometry, relu_output=None) -> tup
     def work(chunk, images):
         for ty0, rows in blocking.bands():
             T = len(images) * rows * TW
-            Vt, _ = _slots("winograd_V", T, C, dtype)      # V[xi] as (T, C): an NN GEMM below
-            Z, _ = _slots("winograd_M", K, T, dtype)
+            Vt = _slots("winograd_V", T, C, dtype)      # V[xi] as (T, C): an NN GEMM below
+            Z = _slots("winograd_M", K, T, dtype)
             if C >= CHANNELS_LAST_MIN_CHANNELS:
                 planes = cpu_pool.thread_buffer("winograd_planes", ((2 * rows + 2) * (2 * TW + 2) * C,), dtype)
                 R = cpu_pool.thread_buffer("winograd_R", (4 * (2 * TILE_SEGMENT + 2) * C,), dtype)
