@@ -167,11 +167,6 @@ def _column_buffer(rows: int, cols: int, dtype) -> np.ndarray:
     return buf
 
 
-def _chunk_view(name: str, rows: int, images: range, PQ: int, dtype) -> np.ndarray:
-    """This thread's buffer ``name`` as a (rows, len(images)*PQ) matrix."""
-    return _thread_buffer(name, (rows, len(images) * PQ), dtype)
-
-
 class _Chunks(cpu_pool.Chunks):
     """``cpu_pool.Chunks`` sized for a convolution or for pooling."""
 
@@ -315,19 +310,15 @@ class CPUBackend(Backend):
         chunks = _Chunks.for_conv(geom, dtype)
         partial = np.zeros((chunks.count, rows, K), dtype)
 
-        def per_image(chunk, images):
-            kern.conv_backward_images(dy3, y3, x, wt, images.start, images.stop, True,
-                                      _column_buffer(CRS, PQ, dtype), _thread_buffer("k_major", (K, PQ), dtype),
+        per_image = _filter_strategy(geom) == "image"
+
+        def work(chunk, images):
+            cols = PQ if per_image else len(images) * PQ  # one image's columns, or the chunk's
+            kern.conv_backward_images(dy3, y3, x, wt, images.start, images.stop, per_image,
+                                      _column_buffer(CRS, cols, dtype), _thread_buffer("k_major", (K, cols), dtype),
                                       _thread_buffer("dw", (rows, K), dtype), partial[chunk], dx, *args)
 
-        def per_chunk(chunk, images):
-            col = _chunk_view("col_chunk", CRS + 1, images, PQ, dtype)
-            col[CRS] = 1
-            kern.conv_backward_images(dy3, y3, x, wt, images.start, images.stop, False, col,
-                                      _chunk_view("k_major", K, images, PQ, dtype), partial[chunk],
-                                      partial[chunk], dx, *args)
-
-        chunks.run(per_image if _filter_strategy(geom) == "image" else per_chunk)
+        chunks.run(work)
         total = partial.sum(axis=0)
         dw = np.ascontiguousarray(total[:CRS].T).reshape(geom.w_shape)
         return dx, dw, (total[CRS].copy() if with_bias else None)
